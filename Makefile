@@ -1,0 +1,44 @@
+# Thin wrapper over CMake. The two commands of the README:
+#   make demo   the example end to end (installs dependencies first)
+#   make test   the whole suite: normal and sanitizer builds, format check
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+PREFIX ?= /usr/local
+
+.PHONY: all deps build build-asan test test-unit test-asan format check-format demo install clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DP2P_SANITIZE=ON
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+test: deps
+	@bash scripts/test.sh
+
+# Quicker loop while developing: the normal build's unit tests only.
+test-unit: build
+	cd $(BUILD) && ctest -L unit --output-on-failure -j $(JOBS)
+
+format:
+	@bash scripts/format.sh --fix
+
+check-format:
+	@bash scripts/format.sh --check
+
+demo: deps
+	@bash scripts/demo.sh
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)
