@@ -1,0 +1,127 @@
+/* The p2prpc command-line program: parses the subcommand and dispatches
+ * through a table. Every subcommand and flag is listed in docs/cli.md. */
+#include "error.h"
+#include "log.h"
+#include "node.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef P2PRPC_VERSION
+#define P2PRPC_VERSION "unknown"
+#endif
+
+typedef struct subcommand {
+    const char *name;
+    const char *usage;   /* arguments after the name */
+    const char *summary; /* one line for `p2prpc help` */
+    int (*run)(int argc, char **argv);
+} subcommand;
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+static int cmd_node_id(int argc, char **argv);
+
+static const subcommand commands[] = {
+    {"help", "[SUBCOMMAND]", "show this help, or one subcommand's", cmd_help},
+    {"version", "", "print the p2prpc version", cmd_version},
+    {"node-id", "[--data-dir DIR]", "print this node's UUID, creating it on first use",
+     cmd_node_id},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const subcommand *find_command(const char *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_usage(FILE *out) {
+    fprintf(out, "usage: p2prpc SUBCOMMAND [ARGS]\n\nsubcommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'p2prpc help SUBCOMMAND' for its flags. Docs: docs/cli.md\n");
+}
+
+static int cmd_help(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stdout);
+        return 0;
+    }
+    const subcommand *c = find_command(argv[1]);
+    if (c == NULL) {
+        fprintf(stderr, "p2prpc: unknown subcommand '%s'\n", argv[1]);
+        return 2;
+    }
+    printf("usage: p2prpc %s %s\n  %s\n", c->name, c->usage, c->summary);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: p2prpc version\n");
+        return 2;
+    }
+    printf("p2prpc %s\n", P2PRPC_VERSION);
+    return 0;
+}
+
+static int cmd_node_id(int argc, char **argv) {
+    static const struct option opts[] = {{"data-dir", required_argument, NULL, 'd'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *data_dir = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
+        if (c == 'd') {
+            data_dir = optarg;
+        } else {
+            fprintf(c == 'h' ? stdout : stderr, "usage: p2prpc node-id [--data-dir DIR]\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "p2prpc node-id: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    p2p_error err = {0};
+    char *resolved = NULL;
+    if (data_dir == NULL && p2p_node_data_dir(&resolved, &err) != 0) {
+        fprintf(stderr, "p2prpc node-id: %s\n", err.msg);
+        return 1;
+    }
+    char id[P2P_NODE_ID_LEN + 1];
+    int rc = p2p_node_id_load(data_dir ? data_dir : resolved, id, &err);
+    free(resolved);
+    if (rc != 0) {
+        fprintf(stderr, "p2prpc node-id: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s\n", id);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return cmd_help(1, argv);
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv);
+    const subcommand *c = find_command(argv[1]);
+    if (c == NULL) {
+        fprintf(stderr, "p2prpc: unknown subcommand '%s'\n\n", argv[1]);
+        print_usage(stderr);
+        return 2;
+    }
+    /* Each subcommand parses its own flags with getopt_long from argv[0] = name. */
+    optind = 1;
+    return c->run(argc - 1, argv + 1);
+}

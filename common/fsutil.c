@@ -1,0 +1,163 @@
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int mkdir_one(const char *path, mode_t mode, p2p_error *err) {
+    if (mkdir(path, mode) == 0)
+        return 0;
+    int saved = errno;
+    struct stat st;
+    if (saved == EEXIST && stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 0;
+        return p2p_error_set(err, P2P_EIO, "%s exists and is not a directory", path);
+    }
+    return p2p_error_errno(err, P2P_EIO, saved, "cannot create directory %s", path);
+}
+
+int p2p_fs_mkdirs(const char *path, mode_t mode, p2p_error *err) {
+    size_t len = strlen(path);
+    if (len == 0 || len >= PATH_MAX)
+        return p2p_error_set(err, P2P_EINVAL, "bad directory path (length %zu)", len);
+    char buf[PATH_MAX];
+    memcpy(buf, path, len + 1);
+    /* Create each prefix that ends before a '/', then the whole path. */
+    for (size_t i = 1; i < len; i++) {
+        if (buf[i] != '/')
+            continue;
+        buf[i] = '\0';
+        int rc = mkdir_one(buf, mode, err);
+        buf[i] = '/';
+        if (rc != 0)
+            return rc;
+    }
+    return mkdir_one(buf, mode, err);
+}
+
+static int fsync_parent(const char *path, p2p_error *err) {
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return p2p_error_errno(err, P2P_EIO, errno, "cannot open directory %s", dir);
+    int rc = fsync(fd) == 0 ? 0 : p2p_error_errno(err, P2P_EIO, errno, "fsync %s", dir);
+    close(fd);
+    return rc;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int p2p_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        p2p_error *err) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
+        return p2p_error_set(err, P2P_EINVAL, "path too long: %s", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return p2p_error_errno(err, P2P_EIO, errno, "cannot create temporary file for %s", path);
+    int rc = 0;
+    if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0)
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot write %s", tmp);
+    if (close(fd) != 0 && rc == 0)
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot close %s", tmp);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot rename %s to %s", tmp, path);
+    if (rc != 0) {
+        unlink(tmp);
+        return rc;
+    }
+    return fsync_parent(path, err);
+}
+
+int p2p_fs_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
+                     p2p_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int code = errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO;
+        return p2p_error_errno(err, code, errno, "cannot open %s", path);
+    }
+    char *buf = NULL;
+    int rc = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
+        goto cleanup;
+    }
+    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max_len) {
+        rc = p2p_error_set(err, P2P_ETOOBIG, "%s is not a regular file of at most %zu bytes", path,
+                           max_len);
+        goto cleanup;
+    }
+    /* Read one byte more than fstat promised, so a file that grew meanwhile is caught. */
+    size_t expect = (size_t)st.st_size;
+    buf = malloc(expect + 2);
+    if (buf == NULL) {
+        rc = p2p_error_set(err, P2P_ENOMEM, "cannot read %s: out of memory", path);
+        goto cleanup;
+    }
+    size_t used = 0;
+    while (used <= expect) {
+        ssize_t n = read(fd, buf + used, expect + 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = p2p_error_errno(err, P2P_EIO, errno, "cannot read %s", path);
+            goto cleanup;
+        }
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    if (used > expect) {
+        rc = p2p_error_set(err, P2P_EIO, "%s changed while it was read", path);
+        goto cleanup;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    *out_len = used;
+    buf = NULL;
+cleanup:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+char *p2p_fs_join(const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    size_t sep = dl == 0 || dir[dl - 1] == '/' ? 0 : 1; /* "" and "/" need none */
+    size_t nl = strlen(name);
+    char *out = malloc(dl + sep + nl + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, dir, dl);
+    out[dl] = '/';
+    memcpy(out + dl + sep, name, nl + 1);
+    return out;
+}
