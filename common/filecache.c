@@ -286,7 +286,8 @@ static bool racy(const file_key *key) {
     return key->mtime_sec >= (int64_t)now.tv_sec - P2P_FILECACHE_RACY_SECONDS;
 }
 
-static int open_regular(const char *path, file_key *key, p2p_error *err) {
+/* Opens a regular file for reading; on success `*fd_out` is the caller's. */
+static int open_regular(const char *path, int *fd_out, file_key *key, p2p_error *err) {
     if (path == NULL)
         return p2p_error_set(err, P2P_EINVAL, "no file path given");
     /* O_NONBLOCK so a FIFO cannot block the open; it is refused just below. */
@@ -305,7 +306,8 @@ static int open_regular(const char *path, file_key *key, p2p_error *err) {
         return rc;
     }
     key_from_stat(&st, key);
-    return fd;
+    *fd_out = fd;
+    return 0;
 }
 
 /* Hashes the open file in full and checks that it did not change meanwhile. */
@@ -344,11 +346,12 @@ static void remember(p2p_filecache *c, const file_key *key, const char *hash) {
 
 static int cached_hash(p2p_filecache *c, const char *path, char *out_hex, int64_t *size,
                        p2p_error *err) {
-    file_key key;
+    file_key key = {0};
     p2p_error db_err = {0};
-    int fd = open_regular(path, &key, err);
-    if (fd < 0)
-        return fd;
+    int fd = -1;
+    int rc = open_regular(path, &fd, &key, err);
+    if (rc != 0)
+        return rc;
     *size = key.size;
     int found = lookup(c, &key, out_hex, &db_err);
     if (found < 0)
@@ -361,7 +364,7 @@ static int cached_hash(p2p_filecache *c, const char *path, char *out_hex, int64_
         return 0;
     }
     c->stats.misses++;
-    int rc = hash_checked(fd, path, &key, out_hex, err);
+    rc = hash_checked(fd, path, &key, out_hex, err);
     close(fd);
     if (rc == 0)
         remember(c, &key, out_hex);
