@@ -1,10 +1,14 @@
 /* The p2prpc command-line program: parses the subcommand and dispatches
  * through a table. Every subcommand and flag is listed in docs/cli.md. */
 #include "error.h"
+#include "filecache.h"
+#include "fsutil.h"
+#include "hash.h"
 #include "log.h"
 #include "node.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,12 +27,15 @@ typedef struct subcommand {
 static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_node_id(int argc, char **argv);
+static int cmd_hash(int argc, char **argv);
 
 static const subcommand commands[] = {
     {"help", "[SUBCOMMAND]", "show this help, or one subcommand's", cmd_help},
     {"version", "", "print the p2prpc version", cmd_version},
     {"node-id", "[--data-dir DIR]", "print this node's UUID, creating it on first use",
      cmd_node_id},
+    {"hash", "[--cache FILE | --no-cache] FILE...",
+     "print the content hash of files, as blobs and identifiers use it", cmd_hash},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -104,6 +111,69 @@ static int cmd_node_id(int argc, char **argv) {
     }
     printf("%s\n", id);
     return 0;
+}
+
+/* Opens the file-hash cache at `path`, or at DATA_DIR/filecache.db when NULL. */
+static int open_cache(const char *path, p2p_filecache **out, p2p_error *err) {
+    char *data_dir = NULL, *default_path = NULL;
+    int rc = 0;
+    if (path == NULL) {
+        rc = p2p_node_data_dir(&data_dir, err);
+        if (rc == 0)
+            rc = p2p_fs_mkdirs(data_dir, 0700, err);
+        if (rc == 0 && (default_path = p2p_fs_join(data_dir, "filecache.db")) == NULL)
+            rc = p2p_error_set(err, P2P_ENOMEM, NULL);
+    }
+    if (rc == 0)
+        rc = p2p_filecache_open(path ? path : default_path, out, err);
+    free(default_path);
+    free(data_dir);
+    return rc;
+}
+
+static int cmd_hash(int argc, char **argv) {
+    static const struct option opts[] = {{"cache", required_argument, NULL, 'c'},
+                                         {"no-cache", no_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *cache_path = NULL;
+    bool use_cache = true;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:nh", opts, NULL)) != -1) {
+        if (c == 'c') {
+            cache_path = optarg;
+        } else if (c == 'n') {
+            use_cache = false;
+        } else {
+            fprintf(c == 'h' ? stdout : stderr,
+                    "usage: p2prpc hash [--cache FILE | --no-cache] FILE...\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (optind == argc) {
+        fprintf(stderr, "p2prpc hash: no file given\n");
+        return 2;
+    }
+    p2p_error err = {0};
+    p2p_filecache *cache = NULL;
+    if (use_cache && open_cache(cache_path, &cache, &err) != 0) {
+        fprintf(stderr, "p2prpc hash: %s\n", err.msg);
+        return 1;
+    }
+    int status = 0;
+    for (int i = optind; i < argc; i++) {
+        char hex[P2P_HASH_HEX_LEN + 1];
+        int rc = cache ? p2p_filecache_hash(cache, argv[i], hex, &err)
+                       : p2p_hash_file(argv[i], hex, &err);
+        if (rc != 0) {
+            fprintf(stderr, "p2prpc hash: %s\n", err.msg);
+            status = 1;
+            continue;
+        }
+        printf("%s  %s\n", hex, argv[i]);
+    }
+    p2p_filecache_free(cache);
+    return status;
 }
 
 int main(int argc, char **argv) {

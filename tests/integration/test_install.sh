@@ -37,4 +37,12 @@ out2=$("$work/consumer" "$work/node-a")
 echo "pkg-config consumer: $out2"
 # Same data directory, same node id.
 [ "$out" = "$out2" ]
+
+
+# 3. The example's annotated header compiles untouched against the installed
+#    headers (DESIGN.md §1: the markers are plain C).
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc -std=c11 -Wall -Wextra -Wpedantic -Werror \
+    -fsyntax-only $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags p2prpc) \
+    -x c "$P2PRPC_SOURCE_DIR/examples/analyze/function.h"
+echo "example header compiles against the installed headers"
 echo "install test passed"

@@ -102,7 +102,10 @@ EDGES = [
 
 
 def main():
-    dump = "--dump" in sys.argv[1:]
+    args = sys.argv[1:]
+    if args and args[0] == "--check":
+        return check(args[1:])
+    dump = "--dump" in args
     for label, schema in (("add", ADD), ("analyze", ANALYZE), ("all types", ALL)):
         print(f"fingerprint {label}: {fingerprint(*schema)}")
     for t, schema in ONE.items():
@@ -127,5 +130,30 @@ def main():
         print(ident_bytes(ADD[0], add_fp, ADD[1], [1, 2]).hex())
 
 
+def check(sources):
+    """Fails unless every vector printed by main() appears in one of `sources`
+    (the C tests), so the C constants and this script cannot drift apart."""
+    import contextlib
+    import io
+    import re
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main_args, sys.argv[1:] = sys.argv[1:], []
+        main()
+        sys.argv[1:] = main_args
+    text = "".join(open(path, encoding="utf-8").read() for path in sources)
+    missing = []
+    lines = buf.getvalue().splitlines()
+    for line in lines:
+        value = line.rpartition(": ")[2]
+        if re.fullmatch(r"[0-9a-f]{64}", value) and value not in text:
+            missing.append(line)
+    for line in missing:
+        print(f"not asserted by the C tests: {line}", file=sys.stderr)
+    print(f"ident vectors: {len(lines) - len(missing)} asserted by the C tests, {len(missing)} not")
+    return 1 if missing else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,9 @@
 #define FP_ALL "ab09580da920cdd0a7ce70c66572242f8e05c8e930749300c37bf16d8fa00bbc"
 #define FP_ONE_INT64 "a097063f71fe4246840e3ea65c3fdbcc4c4000e290a35b94a9cc49ed9eb0392b"
 #define FP_ONE_FILE "305317acf9b6c08a3792fcd1924e7d669e4beffaa6cfc343bebd0f800d51cdba"
+#define FP_ONE_DOUBLE "b7aa60b5db7eb3572991fc6f8ce95ac430016e59af031eb36768f7570c70f513"
+#define FP_ONE_BOOL "42eb5189beb3205d3364533ac5e3bd3050c641e41321d0c245f98bcb2da3abe1"
+#define FP_ONE_STRING "45af585ed89df2c48c8ea748a406eb564414e9001418e6a47b97f44db3765064"
 
 static p2p_schema *analyze_schema(void) {
     p2p_schema *s = NULL;
@@ -61,7 +64,12 @@ static void test_fingerprint_vectors(void) {
     expect_fingerprint("p2prpc_all_types", all_in, 5, all_out, 1, FP_ALL);
     const p2p_param one_out[] = {{"y", P2P_TYPE_INT64}};
     const p2p_param x_int[] = {{"x", P2P_TYPE_INT64}}, x_file[] = {{"x", P2P_TYPE_FILE}};
+    const p2p_param x_double[] = {{"x", P2P_TYPE_DOUBLE}}, x_bool[] = {{"x", P2P_TYPE_BOOL}};
+    const p2p_param x_string[] = {{"x", P2P_TYPE_STRING}};
     expect_fingerprint("p2prpc_one", x_int, 1, one_out, 1, FP_ONE_INT64);
+    expect_fingerprint("p2prpc_one", x_double, 1, one_out, 1, FP_ONE_DOUBLE);
+    expect_fingerprint("p2prpc_one", x_bool, 1, one_out, 1, FP_ONE_BOOL);
+    expect_fingerprint("p2prpc_one", x_string, 1, one_out, 1, FP_ONE_STRING);
     expect_fingerprint("p2prpc_one", x_file, 1, one_out, 1, FP_ONE_FILE);
 }
 
