@@ -126,6 +126,10 @@ p2p_http_client *p2p_http_client_new(const p2p_http_options *opts, p2p_error *er
         p2p_error_set(err, P2P_ENOMEM, "http: out of memory");
         return NULL;
     }
+    c->opts.secret = c->secret; /* never the caller's buffers after this call */
+    c->opts.ca_file = c->ca_file;
+    c->opts.ca_path = c->ca_path;
+    c->opts.user_agent = c->user_agent;
     return c;
 }
 
@@ -427,9 +431,9 @@ static int build_headers(xfer *x, struct curl_slist **list, p2p_error *err) {
             return p2p_error_set(err, P2P_ENOMEM, "http: out of memory");
         *list = grown;
     }
-    if ((r->body != NULL || x->up_fd >= 0) &&
-        add_header(list, "Content-Type",
-                   r->content_type ? r->content_type : "application/octet-stream") != 0)
+    const char *type = r->content_type ? r->content_type : "application/octet-stream";
+    /* Without a body the empty value drops the form type curl gives a POST. */
+    if (add_header(list, "Content-Type", r->body || x->up_fd >= 0 ? type : "") != 0)
         return p2p_error_set(err, P2P_EINVAL, "http: bad content type");
     if (x->c->secret != NULL)
         return add_signature(x, list, err);

@@ -299,14 +299,20 @@ static void evict_oldest(p2p_sign_verifier *v) {
     set_clear(v, oldest);
 }
 
+/* The signature was good, so this is load shedding, not an authentication
+ * failure: 503 tells the sender to retry, and its retry carries a new time. */
+static int refuse_under_load(const p2p_sign_verifier *v, p2p_error *err) {
+    return p2p_error_set(err, P2P_EUNAVAIL,
+                         "replay cache full: the server refuses timestamps up to %" PRId64
+                         " for now; retry with the current time",
+                         v->floor);
+}
+
 static int remember_nonce(p2p_sign_verifier *v, int64_t ts, const unsigned char *nonce, int64_t now,
                           p2p_error *err) {
     sweep(v, now);
     if (ts <= v->floor)
-        return p2p_error_set(err, P2P_EAUTH,
-                             "stale request: the server is under load and refuses timestamps up "
-                             "to %" PRId64 "; retry with the current time",
-                             v->floor);
+        return refuse_under_load(v, err);
     nonce_set *s = set_for(v, ts);
     if (s->in_use && s->ts != ts) {
         /* Only a clock that went back by more than the window gets here. */
@@ -319,10 +325,7 @@ static int remember_nonce(p2p_sign_verifier *v, int64_t ts, const unsigned char 
     while (v->total >= v->max_nonces && ts > v->floor)
         evict_oldest(v);
     if (ts <= v->floor)
-        return p2p_error_set(err, P2P_EAUTH,
-                             "stale request: the server is under load and refuses timestamps up "
-                             "to %" PRId64,
-                             v->floor);
+        return refuse_under_load(v, err);
     if (set_insert(v, s, ts, nonce) != 0)
         return p2p_error_set(err, P2P_ENOMEM, "signing: cannot remember the nonce");
     return 0;

@@ -34,7 +34,7 @@
 #define P2P_SIGN_DEFAULT_SKEW 300
 #define P2P_SIGN_MAX_SKEW 3600
 
-/* Default bound on the nonces a verifier remembers (about 40 MB at most). */
+/* Default bound on the nonces a verifier remembers (at most about 45 MB). */
 #define P2P_SIGN_DEFAULT_MAX_NONCES (1u << 20)
 
 /* The three header values of one signed request, NUL-terminated. A value type:
@@ -83,12 +83,13 @@ void p2p_sign_verifier_set_max_nonces(p2p_sign_verifier *v, size_t max_nonces);
  * timestamp leaves the window. Otherwise returns P2P_EAUTH with a message
  * naming the reason (missing header, malformed header, stale timestamp, bad
  * signature, replayed nonce), or P2P_EINVAL when `method` or `path_and_query`
- * is NULL.
+ * is NULL. Answer with p2p_error_http_status() of the code (401 for EAUTH).
  *
  * Under load, when the bound on nonces is reached, the oldest second of
  * nonces is forgotten and every timestamp up to that second is refused from
- * then on (as stale): the window shrinks, replays stay impossible.
- * Thread-safe: may be called from many threads at once. */
+ * then on with P2P_EUNAVAIL (503, so that the sender retries with a new
+ * time): the window shrinks, replays stay impossible. P2P_ENOMEM when the
+ * cache cannot grow. Thread-safe: may be called from many threads at once. */
 int p2p_sign_verify(p2p_sign_verifier *v, const char *method, const char *path_and_query,
                     const char *time_hdr, const char *nonce_hdr, const char *sig_hdr, int64_t now,
                     p2p_error *err) P2P_NODISCARD;

@@ -54,7 +54,8 @@ typedef struct server {
     atomic_int flaky_failures; /* /flaky and /signed?flaky=1 answer 503 this many times */
     atomic_int hits;
     atomic_int connections;
-    atomic_long cut_after; /* > 0: the next /file response breaks after this many bytes */
+    atomic_long body_bytes; /* request body bytes received, all routes */
+    atomic_long cut_after;  /* > 0: the next /file response breaks after this many bytes */
     char upload_path[512];
     struct MHD_Daemon *tls_d; /* the same routes over HTTPS */
     int tls_port;
@@ -254,6 +255,7 @@ static void take_body(req_state *st, const char *url, const char *data, size_t n
         st->len += n;
     }
     st->bytes += (int64_t)n;
+    atomic_fetch_add(&srv.body_bytes, (long)n);
 }
 
 static void hex(const unsigned char *in, size_t n, char *out) {

@@ -209,10 +209,23 @@ static void test_retries_only_when_idempotent(void) {
     ASSERT_EQ(atomic_load(&srv.hits), 3);
     p2p_http_response_cleanup(&resp);
 
+    /* An idempotent upload is sent again whole. */
+    char src[512], u[256];
+    snprintf(src, sizeof(src), "%s/http_small.bin", tmp_dir());
+    make_file(src, 100000, 1);
+    url_of(u, sizeof(u), "/flaky");
+    p2p_http_request put = {.method = "PUT", .url = u, .upload_path = src, .idempotent = true};
+    atomic_store(&srv.hits, 0);
+    atomic_store(&srv.body_bytes, 0);
+    ASSERT_OK(p2p_http_client_request(c, &put, &resp, &err));
+    ASSERT_EQ(resp.status, 200);
+    ASSERT_EQ(resp.attempts, 3);
+    ASSERT_EQ(atomic_load(&srv.body_bytes), 3 * 100000);
+    p2p_http_response_cleanup(&resp);
+    unlink(src);
+
     /* A POST that is not idempotent reached the server: it is never sent again. */
     atomic_store(&srv.hits, 0);
-    char u[256];
-    url_of(u, sizeof(u), "/flaky");
     p2p_http_request post = {.method = "POST", .url = u, .body = "{}", .body_len = 2};
     ASSERT_OK(p2p_http_client_request(c, &post, &resp, &err));
     ASSERT_EQ(resp.status, 503);
