@@ -56,7 +56,7 @@ typedef struct p2p_http_request {
     size_t body_len;
     const char *content_type;   /* of the body; default "application/octet-stream" */
     const char *upload_path;    /* stream this file as the body (instead of `body`) */
-    const char *download_path;  /* stream a 2xx body into this file (created 0644 less umask) */
+    const char *download_path;  /* stream a 2xx body here (made 0644 & ~umask); others: `body` */
     bool resume;                /* with download_path: continue the partial file there */
     const char *const *headers; /* extra "Name: value" lines, NULL-terminated; or NULL */
     bool idempotent;            /* safe to send twice (GET, HEAD, PUT of a blob...) */
