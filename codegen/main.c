@@ -6,16 +6,13 @@
 #include "hash.h"
 #include "log.h"
 #include "node.h"
+#include "version.h"
 
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef P2PRPC_VERSION
-#define P2PRPC_VERSION "unknown"
-#endif
 
 typedef struct subcommand {
     const char *name;
@@ -74,7 +71,7 @@ static int cmd_version(int argc, char **argv) {
         fprintf(stderr, "usage: p2prpc version\n");
         return 2;
     }
-    printf("p2prpc %s\n", P2PRPC_VERSION);
+    printf("p2prpc %s\n", P2P_VERSION);
     return 0;
 }
 

@@ -2,6 +2,7 @@
 
 #include "log.h"
 #include "sign.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,12 +18,12 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
-#define USER_AGENT_DEFAULT "p2prpc/0.1"
+#define USER_AGENT_DEFAULT "p2prpc/" P2P_VERSION
 #define POOL_MAX 64
 #define TRANSFER_BUFFER (128 * 1024)
 
 struct p2p_http_client {
-    p2p_http_options opts; /* its pointers point at the copies below */
+    p2p_http_client_options opts; /* its pointers point at the copies below */
     unsigned char *secret;
     char *ca_file, *ca_path, *user_agent;
     pthread_mutex_t lock; /* guards the pool */
@@ -33,8 +34,8 @@ struct p2p_http_client {
 /* The state of one request, shared with curl's callbacks. */
 typedef struct xfer {
     p2p_http_client *c;
-    const p2p_http_request *req;
-    p2p_http_response *resp;
+    const p2p_http_call *req;
+    p2p_http_reply *resp;
     CURL *h;
     CURLU *url;
     char errbuf[CURL_ERROR_SIZE];
@@ -53,8 +54,8 @@ typedef struct xfer {
 
 /* ---- options and lifecycle ---- */
 
-void p2p_http_options_init(p2p_http_options *opts) {
-    *opts = (p2p_http_options){
+void p2p_http_client_options_init(p2p_http_client_options *opts) {
+    *opts = (p2p_http_client_options){
         .connect_timeout_ms = 5000,
         .timeout_ms = 60000,
         .max_retries = 3,
@@ -79,7 +80,7 @@ static int copy_str(const char *src, char **dst) {
     return *dst == NULL ? P2P_ENOMEM : 0;
 }
 
-static int check_options(const p2p_http_options *o, p2p_error *err) {
+static int check_options(const p2p_http_client_options *o, p2p_error *err) {
     if (o->connect_timeout_ms <= 0 || o->timeout_ms == 0 || o->timeout_ms < -1)
         return p2p_error_set(err, P2P_EINVAL, "http: timeouts must be > 0 (total may be -1)");
     if (o->max_retries < 0 || o->max_retries > 100)
@@ -95,10 +96,10 @@ static int check_options(const p2p_http_options *o, p2p_error *err) {
     return 0;
 }
 
-p2p_http_client *p2p_http_client_new(const p2p_http_options *opts, p2p_error *err) {
-    p2p_http_options defaults;
-    p2p_http_options_init(&defaults);
-    const p2p_http_options *o = opts ? opts : &defaults;
+p2p_http_client *p2p_http_client_new(const p2p_http_client_options *opts, p2p_error *err) {
+    p2p_http_client_options defaults;
+    p2p_http_client_options_init(&defaults);
+    const p2p_http_client_options *o = opts ? opts : &defaults;
     if (check_options(o, err) != 0)
         return NULL;
     pthread_once(&curl_once, curl_init);
@@ -424,7 +425,7 @@ cleanup:
 }
 
 static int build_headers(xfer *x, struct curl_slist **list, p2p_error *err) {
-    const p2p_http_request *r = x->req;
+    const p2p_http_call *r = x->req;
     for (const char *const *h = r->headers; h != NULL && *h != NULL; h++) {
         struct curl_slist *grown = curl_slist_append(*list, *h);
         if (grown == NULL)
@@ -441,7 +442,7 @@ static int build_headers(xfer *x, struct curl_slist **list, p2p_error *err) {
 }
 
 static void set_method(xfer *x) {
-    const p2p_http_request *r = x->req;
+    const p2p_http_call *r = x->req;
     CURL *h = x->h;
     if (x->up_fd >= 0) {
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
@@ -579,7 +580,7 @@ long p2p_http_backoff_ms(long base_ms, long max_ms, int attempt) {
 
 /* ---- the request ---- */
 
-static int check_request(const p2p_http_request *r, p2p_error *err) {
+static int check_request(const p2p_http_call *r, p2p_error *err) {
     if (r == NULL || r->method == NULL || r->method[0] == '\0' || r->url == NULL)
         return p2p_error_set(err, P2P_EINVAL, "http: a request needs a method and a URL");
     if (r->body != NULL && r->upload_path != NULL)
@@ -609,7 +610,7 @@ static int parse_url(xfer *x, p2p_error *err) {
 }
 
 static int open_files(xfer *x, p2p_error *err) {
-    const p2p_http_request *r = x->req;
+    const p2p_http_call *r = x->req;
     if (r->upload_path != NULL) {
         struct stat st;
         x->up_fd = open(r->upload_path, O_RDONLY | O_CLOEXEC);
@@ -636,7 +637,7 @@ static bool range_complete(xfer *x) {
 }
 
 static int run_attempts(xfer *x, p2p_error *err) {
-    const p2p_http_options *o = &x->c->opts;
+    const p2p_http_client_options *o = &x->c->opts;
     bool ranged = x->req->resume, restarted = false;
     p2p_error e = {0}; /* the caller's `err` may be NULL; the retry log needs the text */
     for (int retries = 0;;) {
@@ -667,7 +668,7 @@ static int run_attempts(xfer *x, p2p_error *err) {
 }
 
 static int finish_response(xfer *x, p2p_error *err) {
-    p2p_http_response *resp = x->resp;
+    p2p_http_reply *resp = x->resp;
     char *ct = NULL;
     if (curl_easy_getinfo(x->h, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL)
         snprintf(resp->content_type, sizeof(resp->content_type), "%s", ct);
@@ -685,11 +686,11 @@ static int finish_response(xfer *x, p2p_error *err) {
     return 0;
 }
 
-int p2p_http_client_request(p2p_http_client *c, const p2p_http_request *req,
-                            p2p_http_response *resp, p2p_error *err) {
+int p2p_http_client_request(p2p_http_client *c, const p2p_http_call *req, p2p_http_reply *resp,
+                            p2p_error *err) {
     if (c == NULL || resp == NULL)
         return p2p_error_set(err, P2P_EINVAL, "http: client and response are required");
-    *resp = (p2p_http_response){0};
+    *resp = (p2p_http_reply){0};
     int rc = check_request(req, err);
     if (rc != 0)
         return rc;
@@ -720,11 +721,11 @@ int p2p_http_client_request(p2p_http_client *c, const p2p_http_request *req,
     return rc;
 }
 
-void p2p_http_response_cleanup(p2p_http_response *resp) {
+void p2p_http_reply_cleanup(p2p_http_reply *resp) {
     if (resp == NULL)
         return;
     free(resp->body);
-    *resp = (p2p_http_response){0};
+    *resp = (p2p_http_reply){0};
 }
 
 /* ---- reading responses ---- */
@@ -755,7 +756,7 @@ static int name_to_code(const char *name) {
     return 1; /* not a known name */
 }
 
-int p2p_http_response_check(const p2p_http_response *resp, p2p_error *err) {
+int p2p_http_reply_check(const p2p_http_reply *resp, p2p_error *err) {
     if (resp->status / 100 == 2 || resp->already_complete)
         return 0;
     int code = status_to_code(resp->status);
@@ -775,7 +776,7 @@ int p2p_http_response_check(const p2p_http_response *resp, p2p_error *err) {
     return code;
 }
 
-int p2p_http_response_json(const p2p_http_response *resp, json_t **out, p2p_error *err) {
+int p2p_http_reply_json(const p2p_http_reply *resp, json_t **out, p2p_error *err) {
     json_error_t jerr;
     json_t *root = resp->body ? json_loadb(resp->body, resp->body_len, 0, &jerr) : NULL;
     if (root == NULL)

@@ -21,8 +21,8 @@
 
 #include <jansson.h>
 
-/* Client options. Fill with p2p_http_options_init(), then change fields. */
-typedef struct p2p_http_options {
+/* Client options. Fill with p2p_http_client_options_init(), then change fields. */
+typedef struct p2p_http_client_options {
     long connect_timeout_ms;     /* to open a connection (TCP and TLS); default 5000 */
     long timeout_ms;             /* whole attempt; default 60000; -1 for none */
     int max_retries;             /* retries after the first attempt; default 3 */
@@ -36,10 +36,10 @@ typedef struct p2p_http_options {
     const char *user_agent; /* copied; default "p2prpc/<version>" */
     size_t max_body;        /* largest response body kept in memory; default 16 MiB */
     int pool_size;          /* idle handles (and so connections) kept; default 8 */
-} p2p_http_options;
+} p2p_http_client_options;
 
 /* Fills `opts` with the defaults above. */
-void p2p_http_options_init(p2p_http_options *opts);
+void p2p_http_client_options_init(p2p_http_client_options *opts);
 
 /* Called as bytes move: `done` of `total` (total is 0 while unknown). For a
  * request with a body it counts the upload, otherwise the download, and a
@@ -49,7 +49,7 @@ typedef int (*p2p_http_progress_fn)(void *arg, int64_t done, int64_t total);
 
 /* One request. Zero-initialise, then set what you need. Every pointer is
  * borrowed until p2p_http_client_request() returns. */
-typedef struct p2p_http_request {
+typedef struct p2p_http_call {
     const char *method; /* "GET", "POST", "PUT", "HEAD", "DELETE"...; required */
     const char *url;    /* absolute http:// or https:// URL; required */
     const void *body;   /* in-memory body, `body_len` bytes; or NULL */
@@ -63,11 +63,11 @@ typedef struct p2p_http_request {
     p2p_http_progress_fn progress;
     void *progress_arg;
     long timeout_ms; /* this request's whole-attempt timeout; 0 = client's, -1 = none */
-} p2p_http_request;
+} p2p_http_call;
 
 /* What came back. Fill by p2p_http_client_request(); release with
- * p2p_http_response_cleanup(). */
-typedef struct p2p_http_response {
+ * p2p_http_reply_cleanup(). */
+typedef struct p2p_http_reply {
     long status; /* HTTP status of the last attempt; 0 when none arrived */
     char *body;  /* NUL-terminated in-memory body (empty when streamed to a file) */
     size_t body_len;
@@ -77,45 +77,44 @@ typedef struct p2p_http_response {
     int64_t file_size;       /* with download_path: the file's size after the request */
     bool resumed;            /* with resume: a 206 continued the partial file */
     bool already_complete;   /* with resume: 416 said the partial file is the whole */
-} p2p_http_response;
+} p2p_http_reply;
 
 typedef struct p2p_http_client p2p_http_client;
 
 /* Creates a client. `opts` (borrowed for the call; strings and secret are
  * copied) may be NULL for the defaults. Returns NULL with `err` filled when
  * an option is out of range or memory runs out. */
-p2p_http_client *p2p_http_client_new(const p2p_http_options *opts, p2p_error *err);
+p2p_http_client *p2p_http_client_new(const p2p_http_client_options *opts, p2p_error *err);
 
 /* Frees the client and its pooled connections. NULL is a no-op. No request
  * may be running on it. */
 void p2p_http_client_free(p2p_http_client *c);
 
 /* Runs `req`, with retries as described at the top of this file, and fills
- * `*resp` (overwritten; call p2p_http_response_cleanup() afterwards in every
+ * `*resp` (overwritten; call p2p_http_reply_cleanup() afterwards in every
  * case). Returns 0 when a response arrived, whatever its status: use
- * p2p_http_response_check() to turn a non-2xx status into an error.
+ * p2p_http_reply_check() to turn a non-2xx status into an error.
  * Otherwise returns P2P_EINVAL (bad request or URL), P2P_EUNAVAIL (cannot
  * connect, connection lost), P2P_ETIMEDOUT, P2P_ETOOBIG (in-memory body over
  * max_body), P2P_EIO (local file error), P2P_EPROTO (the server broke HTTP or
  * the Range contract), P2P_EAUTH (TLS verification failed) or P2P_ECANCELED
  * (progress callback). Thread-safe. */
-int p2p_http_client_request(p2p_http_client *c, const p2p_http_request *req,
-                            p2p_http_response *resp, p2p_error *err) P2P_NODISCARD;
+int p2p_http_client_request(p2p_http_client *c, const p2p_http_call *req, p2p_http_reply *resp,
+                            p2p_error *err) P2P_NODISCARD;
 
 /* Frees the body and zeroes `*resp`. Safe on a zeroed response. */
-void p2p_http_response_cleanup(p2p_http_response *resp);
+void p2p_http_reply_cleanup(p2p_http_reply *resp);
 
 /* Returns 0 for a 2xx status (or a resumed download already complete).
  * Otherwise returns the error the response carries: the code named by a
  * JSON body {"error": {"code": "not_found", "message": "..."}} (see
  * docs/protocol.md), or one derived from the status (401 -> P2P_EAUTH,
  * 404 -> P2P_ENOTFOUND, 503 -> P2P_EUNAVAIL...), with the server's message. */
-int p2p_http_response_check(const p2p_http_response *resp, p2p_error *err) P2P_NODISCARD;
+int p2p_http_reply_check(const p2p_http_reply *resp, p2p_error *err) P2P_NODISCARD;
 
 /* Parses the response body as JSON into `*out` (a new reference: caller
  * json_decref()s it). Returns 0, or P2P_EPROTO when the body is not JSON. */
-int p2p_http_response_json(const p2p_http_response *resp, json_t **out,
-                           p2p_error *err) P2P_NODISCARD;
+int p2p_http_reply_json(const p2p_http_reply *resp, json_t **out, p2p_error *err) P2P_NODISCARD;
 
 /* Returns a random delay in [0, min(max_ms, base_ms * 2^attempt)] ms: the
  * "full jitter" backoff before retry number `attempt` (0 for the first). */

@@ -2,6 +2,7 @@
  * by CMake (find_package) and by make (pkg-config): proves the install works. */
 #include <p2prpc/error.h>
 #include <p2prpc/node.h>
+#include <p2prpc/version.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "consumer: %s\n", err.msg);
         return 1;
     }
+    if (P2P_VERSION[0] == '\0')
+        return 1;
     printf("%s %s\n", p2p_error_name(P2P_ENOTFOUND), id);
     return 0;
 }
