@@ -81,11 +81,12 @@ static int open_conn(const char *path, int flags, int busy_ms, p2p__sq_conn *con
     memset(conn, 0, sizeof(*conn));
     int rc = sqlite3_open_v2(path, &conn->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        p2p_error_set(err, P2P_ESTORE, "cannot open the store %s: %s", path,
-                      conn->db != NULL ? sqlite3_errmsg(conn->db) : sqlite3_errstr(rc));
+        char what[PATH_MAX + 32];
+        snprintf(what, sizeof(what), "cannot open the store %s", path);
+        rc = p2p__sq_error(conn->db, rc, err, what);
         sqlite3_close_v2(conn->db);
         conn->db = NULL;
-        return P2P_ESTORE;
+        return rc;
     }
     sqlite3_extended_result_codes(conn->db, 1);
     sqlite3_busy_timeout(conn->db, busy_ms);
@@ -246,13 +247,15 @@ int p2p_store_sqlite_open(const char *path, const p2p_store_options *opts, p2p_s
 static void sq_free(p2p_store *store) {
     p2p__sq_store *s = sq(store);
     p2p__sq_writer_stop(s);
-    p2p__sq_conn_close(&s->writer);
     while (s->readers != NULL) {
         p2p__sq_conn *next = s->readers->next;
         p2p__sq_conn_close(s->readers);
         free(s->readers);
         s->readers = next;
     }
+    /* Last, so that SQLite checkpoints the WAL into the database and removes
+     * it: only the last connection to close does, and only a writer can. */
+    p2p__sq_conn_close(&s->writer);
     free(s->changes);
     free(s->path);
     pthread_mutex_destroy(&s->lock);

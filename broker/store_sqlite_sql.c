@@ -122,14 +122,8 @@ int p2p__sq_exec(p2p__sq_conn *conn, p2p__sq_stmt_id id, p2p_error *err) {
 }
 
 int p2p__sq_exec_script(p2p__sq_conn *conn, const char *sql, const char *what, p2p_error *err) {
-    char *msg = NULL;
-    int rc = sqlite3_exec(conn->db, sql, NULL, NULL, &msg);
-    if (rc == SQLITE_OK)
-        return 0;
-    int code = rc == SQLITE_NOMEM ? P2P_ENOMEM : P2P_ESTORE;
-    p2p_error_set(err, code, "%s: %s", what, msg != NULL ? msg : sqlite3_errstr(rc));
-    sqlite3_free(msg);
-    return code;
+    int rc = sqlite3_exec(conn->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : p2p__sq_error(conn->db, rc, err, what);
 }
 
 void p2p__sq_conn_close(p2p__sq_conn *conn) {

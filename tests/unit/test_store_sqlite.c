@@ -99,6 +99,9 @@ static void test_file_modes(void) {
     ASSERT_EQ(stat(wal, &st), 0);
     ASSERT_EQ(st.st_mode & 0777, 0700);
     p2p_store_free(store);
+    /* Closing checkpoints the WAL into the database and removes it. */
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    ASSERT_TRUE(stat(wal, &st) != 0);
     free(path);
 }
 
