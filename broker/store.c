@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include "hash.h"
 #include "store_internal.h"
 #include "store_sqlite.h"
 
@@ -154,8 +155,8 @@ int p2p__store_new_token(char token[P2P_STORE_TOKEN_LEN + 1], p2p_error *err) {
     return 0;
 }
 
-/* Input validation. Identifiers and hashes are checked here as exact lowercase
- * hex; when common/ident lands, these become calls to its validator. */
+/* Input validation: identifiers and hashes through common/hash's validator,
+ * lease tokens (32 hex) here. */
 
 static bool is_lower_hex(const char *s, size_t len) {
     if (s == NULL)
@@ -182,14 +183,14 @@ static bool is_name(const char *s, const char *extra) {
 }
 
 static int check_id(const char *identifier, p2p_error *err) {
-    if (is_lower_hex(identifier, P2P_STORE_ID_LEN))
+    if (p2p_hash_hex_valid(identifier))
         return 0;
     return p2p_error_set(err, P2P_EINVAL,
                          "invalid call identifier: must be 64 lowercase hex characters");
 }
 
 static int check_hash(const char *hash, p2p_error *err) {
-    if (is_lower_hex(hash, P2P_STORE_ID_LEN))
+    if (p2p_hash_hex_valid(hash))
         return 0;
     return p2p_error_set(err, P2P_EINVAL, "invalid blob hash: must be 64 lowercase hex characters");
 }
