@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,55 +95,72 @@ int p2p_fs_write_atomic(const char *path, const void *data, size_t len, mode_t m
     return fsync_parent(path, err);
 }
 
+/* Reads `fd` to EOF into a buffer grown as needed. It reads at most
+ * max_len + 1 bytes: the extra byte tells "too large" from "exactly max_len".
+ * Files whose size stat cannot tell, such as those of /proc, work the same. */
+static int read_to_end(int fd, const char *path, size_t max_len, size_t hint, char **out,
+                       size_t *out_len, p2p_error *err) {
+    size_t limit = max_len + 1;
+    size_t cap = hint + 1 < limit ? hint + 1 : limit; /* data bytes; one more for the NUL */
+    if (cap < 4096 && limit > cap)
+        cap = 4096 < limit ? 4096 : limit;
+    size_t used = 0;
+    char *buf = malloc(cap + 1);
+    int rc = 0;
+    while (buf != NULL) {
+        if (used == cap) {
+            if (cap == limit)
+                break;
+            cap = cap * 2 < limit ? cap * 2 : limit;
+            char *grown = realloc(buf, cap + 1);
+            if (grown == NULL) {
+                rc = p2p_error_set(err, P2P_ENOMEM, "cannot read %s: out of memory", path);
+                break;
+            }
+            buf = grown;
+        }
+        ssize_t n = read(fd, buf + used, cap - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = p2p_error_errno(err, P2P_EIO, errno, "cannot read %s", path);
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    if (buf == NULL)
+        return p2p_error_set(err, P2P_ENOMEM, "cannot read %s: out of memory", path);
+    if (rc == 0 && used > max_len)
+        rc = p2p_error_set(err, P2P_ETOOBIG, "%s is larger than %zu bytes", path, max_len);
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    *out_len = used;
+    return 0;
+}
+
 int p2p_fs_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
                      p2p_error *err) {
+    if (max_len > SIZE_MAX / 4)
+        return p2p_error_set(err, P2P_EINVAL, "read limit too large");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int code = errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO;
         return p2p_error_errno(err, code, errno, "cannot open %s", path);
     }
-    char *buf = NULL;
     int rc = 0;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, &st) != 0)
         rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
-        goto cleanup;
-    }
-    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max_len) {
-        rc = p2p_error_set(err, P2P_ETOOBIG, "%s is not a regular file of at most %zu bytes", path,
-                           max_len);
-        goto cleanup;
-    }
-    /* Read one byte more than fstat promised, so a file that grew meanwhile is caught. */
-    size_t expect = (size_t)st.st_size;
-    buf = malloc(expect + 2);
-    if (buf == NULL) {
-        rc = p2p_error_set(err, P2P_ENOMEM, "cannot read %s: out of memory", path);
-        goto cleanup;
-    }
-    size_t used = 0;
-    while (used <= expect) {
-        ssize_t n = read(fd, buf + used, expect + 1 - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = p2p_error_errno(err, P2P_EIO, errno, "cannot read %s", path);
-            goto cleanup;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    if (used > expect) {
-        rc = p2p_error_set(err, P2P_EIO, "%s changed while it was read", path);
-        goto cleanup;
-    }
-    buf[used] = '\0';
-    *out = buf;
-    *out_len = used;
-    buf = NULL;
-cleanup:
-    free(buf);
+    else if (!S_ISREG(st.st_mode))
+        rc = p2p_error_set(err, P2P_EINVAL, "%s is not a regular file", path);
+    else if ((uint64_t)st.st_size > max_len)
+        rc = p2p_error_set(err, P2P_ETOOBIG, "%s is larger than %zu bytes", path, max_len);
+    else
+        rc = read_to_end(fd, path, max_len, (size_t)st.st_size, out, out_len, err);
     close(fd);
     return rc;
 }

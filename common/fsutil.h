@@ -20,7 +20,8 @@ int p2p_fs_write_atomic(const char *path, const void *data, size_t len, mode_t m
                         p2p_error *err) P2P_NODISCARD;
 
 /* Reads the whole file at `path` into a new NUL-terminated buffer. Files over
- * `max_len` bytes give P2P_ETOOBIG; a missing file gives P2P_ENOTFOUND.
+ * `max_len` bytes give P2P_ETOOBIG, a missing file P2P_ENOTFOUND, anything but a
+ * regular file P2P_EINVAL. Files that stat as empty (/proc) are read to EOF.
  * On success `*out` is owned by the caller (free()), `*out_len` excludes the NUL. */
 int p2p_fs_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
                      p2p_error *err) P2P_NODISCARD;

@@ -67,7 +67,25 @@ static void test_read_limits(void) {
     ASSERT_EQ(len, 11);
     free(text);
     /* A directory is not a file to read. */
-    ASSERT_EQ(p2p_fs_read_file(root, 10, &text, &len, &err), P2P_ETOOBIG);
+    ASSERT_EQ(p2p_fs_read_file(root, 10, &text, &len, &err), P2P_EINVAL);
+    /* Files of /proc report size 0 to stat: they are still read to the end. */
+    ASSERT_OK(p2p_fs_read_file("/proc/self/status", 1 << 16, &text, &len, &err));
+    ASSERT_GT(len, 100);
+    ASSERT_STR_CONTAINS(text, "VmHWM:");
+    free(text);
+    ASSERT_EQ(p2p_fs_read_file("/proc/self/status", 10, &text, &len, &err), P2P_ETOOBIG);
+    /* A file larger than the first buffer grows it, up to the limit exactly. */
+    static char big[10000];
+    memset(big, 'b', sizeof(big));
+    ASSERT_OK(p2p_fs_write_atomic(path, big, sizeof(big), 0600, NULL));
+    ASSERT_OK(p2p_fs_read_file(path, sizeof(big), &text, &len, &err));
+    ASSERT_EQ(len, sizeof(big));
+    ASSERT_EQ(text[len], '\0');
+    free(text);
+    ASSERT_EQ(p2p_fs_read_file(path, sizeof(big) - 1, &text, &len, &err), P2P_ETOOBIG);
+    ASSERT_OK(p2p_fs_read_file(path, 1 << 20, &text, &len, &err));
+    ASSERT_EQ(len, sizeof(big));
+    free(text);
 }
 
 static void test_join(void) {
