@@ -1,5 +1,6 @@
 #include "filecache.h"
 
+#include "fsutil.h"
 #include "log.h"
 
 #include <errno.h>
@@ -288,23 +289,11 @@ static bool racy(const file_key *key) {
 
 /* Opens a regular file for reading; on success `*fd_out` is the caller's. */
 static int open_regular(const char *path, int *fd_out, file_key *key, p2p_error *err) {
-    if (path == NULL)
-        return p2p_error_set(err, P2P_EINVAL, "no file path given");
-    /* O_NONBLOCK so a FIFO cannot block the open; it is refused just below. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0)
-        return p2p_error_errno(err, errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO, errno,
-                               "cannot open %s", path);
+    int fd = -1;
     struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
-    else if (!S_ISREG(st.st_mode))
-        rc = p2p_error_set(err, P2P_EINVAL, "%s is not a regular file", path);
-    if (rc != 0) {
-        close(fd);
+    int rc = p2p_fs_open_regular(path, &fd, &st, err);
+    if (rc != 0)
         return rc;
-    }
     key_from_stat(&st, key);
     *fd_out = fd;
     return 0;

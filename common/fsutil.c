@@ -59,7 +59,7 @@ static int fsync_parent(const char *path, p2p_error *err) {
     return rc;
 }
 
-static int write_all(int fd, const void *data, size_t len) {
+int p2p_fs_write_all(int fd, const void *data, size_t len) {
     const char *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
@@ -82,7 +82,7 @@ int p2p_fs_write_atomic(const char *path, const void *data, size_t len, mode_t m
     if (fd < 0)
         return p2p_error_errno(err, P2P_EIO, errno, "cannot create temporary file for %s", path);
     int rc = 0;
-    if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0)
+    if (fchmod(fd, mode) != 0 || p2p_fs_write_all(fd, data, len) != 0 || fsync(fd) != 0)
         rc = p2p_error_errno(err, P2P_EIO, errno, "cannot write %s", tmp);
     if (close(fd) != 0 && rc == 0)
         rc = p2p_error_errno(err, P2P_EIO, errno, "cannot close %s", tmp);
@@ -146,23 +146,39 @@ int p2p_fs_read_file(const char *path, size_t max_len, char **out, size_t *out_l
                      p2p_error *err) {
     if (max_len > SIZE_MAX / 4)
         return p2p_error_set(err, P2P_EINVAL, "read limit too large");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int code = errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO;
-        return p2p_error_errno(err, code, errno, "cannot open %s", path);
-    }
-    int rc = 0;
+    int fd = -1;
     struct stat st;
-    if (fstat(fd, &st) != 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
-    else if (!S_ISREG(st.st_mode))
-        rc = p2p_error_set(err, P2P_EINVAL, "%s is not a regular file", path);
-    else if ((uint64_t)st.st_size > max_len)
+    int rc = p2p_fs_open_regular(path, &fd, &st, err);
+    if (rc != 0)
+        return rc;
+    if ((uint64_t)st.st_size > max_len)
         rc = p2p_error_set(err, P2P_ETOOBIG, "%s is larger than %zu bytes", path, max_len);
     else
         rc = read_to_end(fd, path, max_len, (size_t)st.st_size, out, out_len, err);
     close(fd);
     return rc;
+}
+
+int p2p_fs_open_regular(const char *path, int *fd_out, struct stat *st, p2p_error *err) {
+    if (path == NULL)
+        return p2p_error_set(err, P2P_EINVAL, "no file path given");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return p2p_error_errno(err, errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO, errno,
+                               "cannot open %s", path);
+    struct stat local;
+    struct stat *sp = st != NULL ? st : &local;
+    int rc = 0;
+    if (fstat(fd, sp) != 0)
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
+    else if (!S_ISREG(sp->st_mode))
+        rc = p2p_error_set(err, P2P_EINVAL, "%s is not a regular file", path);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
 }
 
 char *p2p_fs_join(const char *dir, const char *name) {

@@ -6,6 +6,7 @@
 #include "error.h"
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Creates `path` and every missing parent with `mode` (like `mkdir -p`).
@@ -25,6 +26,17 @@ int p2p_fs_write_atomic(const char *path, const void *data, size_t len, mode_t m
  * On success `*out` is owned by the caller (free()), `*out_len` excludes the NUL. */
 int p2p_fs_read_file(const char *path, size_t max_len, char **out, size_t *out_len,
                      p2p_error *err) P2P_NODISCARD;
+
+/* Opens `path` read-only and checks that it is a regular file; a FIFO is
+ * refused without blocking in open(). On success `*fd_out` is the caller's to
+ * close and `*st` (may be NULL) holds its fstat. Returns 0, P2P_ENOTFOUND,
+ * P2P_EINVAL (not a regular file, or NULL path) or P2P_EIO. */
+int p2p_fs_open_regular(const char *path, int *fd_out, struct stat *st,
+                        p2p_error *err) P2P_NODISCARD;
+
+/* Writes all `len` bytes of `data` to `fd`, retrying short writes and EINTR.
+ * Returns 0, or -1 with errno set. */
+int p2p_fs_write_all(int fd, const void *data, size_t len) P2P_NODISCARD;
 
 /* Joins `dir` and `name` with one '/' into a new string the caller frees.
  * Returns NULL when out of memory. */

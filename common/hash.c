@@ -1,5 +1,7 @@
 #include "hash.h"
 
+#include "fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -151,22 +153,11 @@ cleanup:
 }
 
 int p2p_hash_file(const char *path, char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) {
-    if (path == NULL)
-        return p2p_error_set(err, P2P_EINVAL, "no file path given");
-    /* O_NONBLOCK so a FIFO cannot block the open; it is refused just below. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        int code = errno == ENOENT ? P2P_ENOTFOUND : P2P_EIO;
-        return p2p_error_errno(err, code, errno, "cannot open %s", path);
-    }
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot stat %s", path);
-    else if (!S_ISREG(st.st_mode))
-        rc = p2p_error_set(err, P2P_EINVAL, "%s is not a regular file", path);
-    else
-        rc = p2p_hash_fd(fd, out_hex, NULL, err);
+    int fd = -1;
+    int rc = p2p_fs_open_regular(path, &fd, NULL, err);
+    if (rc != 0)
+        return rc;
+    rc = p2p_hash_fd(fd, out_hex, NULL, err);
     close(fd);
     return rc;
 }

@@ -1,8 +1,10 @@
 #include "spool.h"
 
+#include "fsutil.h"
+#include "hash.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,22 +22,9 @@ struct p2p_spool {
     int fd;     /* temp file, or -1 */
     char *path; /* its path; NULL once taken */
     bool taken;
-    EVP_MD_CTX *md; /* NULL unless hashing */
+    p2p_hasher *md; /* NULL unless hashing */
     char sha256[65];
 };
-
-static int write_all(int fd, const char *data, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static int open_file(p2p_spool *sp, p2p_error *err) {
     size_t n = strlen(sp->tmp_dir) + sizeof("/p2p-body-XXXXXX");
@@ -80,8 +69,8 @@ int p2p_spool_new(const p2p_spool_options *opts, p2p_spool **out, p2p_error *err
     if (sp->tmp_dir == NULL)
         goto fail;
     if (opts->hash) {
-        sp->md = EVP_MD_CTX_new();
-        if (sp->md == NULL || EVP_DigestInit_ex(sp->md, EVP_sha256(), NULL) != 1)
+        rc = p2p_hasher_new(&sp->md, err);
+        if (rc != 0)
             goto fail;
     }
     bool big = opts->expected_size != UINT64_MAX && opts->expected_size > opts->mem_threshold;
@@ -105,7 +94,7 @@ static int migrate_to_file(p2p_spool *sp, p2p_error *err) {
     if (rc != 0)
         return rc;
     size_t held = (size_t)sp->size;
-    if (held > 0 && write_all(sp->fd, sp->mem, held) != 0)
+    if (held > 0 && p2p_fs_write_all(sp->fd, sp->mem, held) != 0)
         return p2p_error_errno(err, P2P_EIO, errno, "cannot write the temp file %s", sp->path);
     free(sp->mem);
     sp->mem = NULL;
@@ -138,7 +127,7 @@ static int store(p2p_spool *sp, const void *data, size_t len, p2p_error *err) {
     }
     if (sp->fd < 0)
         return append_mem(sp, data, len, err);
-    if (write_all(sp->fd, data, len) != 0)
+    if (p2p_fs_write_all(sp->fd, data, len) != 0)
         return p2p_error_errno(err, P2P_EIO, errno, "cannot write the temp file %s", sp->path);
     return 0;
 }
@@ -162,26 +151,12 @@ int p2p_spool_write(p2p_spool *sp, const void *data, size_t len, p2p_error *err)
         sp->size += len;
         return rc;
     }
-    if (sp->md != NULL && EVP_DigestUpdate(sp->md, data, len) != 1) {
+    if (sp->md != NULL && (rc = p2p_hasher_update(sp->md, data, len, err)) != 0) {
         drop_body(sp);
-        sp->failed = P2P_EINTERNAL;
-        return p2p_error_set(err, P2P_EINTERNAL, "SHA-256 update failed");
+        sp->failed = rc;
+        return rc;
     }
     sp->size += len;
-    return 0;
-}
-
-static int finish_hash(p2p_spool *sp, p2p_error *err) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(sp->md, digest, &n) != 1 || n != 32)
-        return p2p_error_set(err, P2P_EINTERNAL, "SHA-256 final failed");
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned int i = 0; i < n; i++) {
-        sp->sha256[2 * i] = hex[digest[i] >> 4];
-        sp->sha256[2 * i + 1] = hex[digest[i] & 0xf];
-    }
-    sp->sha256[64] = '\0';
     return 0;
 }
 
@@ -202,7 +177,7 @@ int p2p_spool_finish(p2p_spool *sp, p2p_error *err) {
         sp->mem[sp->size] = '\0';
     }
     if (sp->md != NULL)
-        return finish_hash(sp, err);
+        return p2p_hasher_final_hex(sp->md, sp->sha256, err);
     return 0;
 }
 
@@ -245,7 +220,7 @@ void p2p_spool_free(p2p_spool *sp) {
     if (sp == NULL)
         return;
     drop_body(sp);
-    EVP_MD_CTX_free(sp->md);
+    p2p_hasher_free(sp->md);
     free(sp->tmp_dir);
     free(sp);
 }
