@@ -92,6 +92,10 @@ size_t p2p_http_server_notify(p2p_http_server *s, const char *topic);
 /* Number of requests currently parked. */
 size_t p2p_http_server_parked(p2p_http_server *s);
 
+/* Number of requests in flight: from their request line until they are
+ * answered and sent, or their connection is gone (parked ones included). */
+size_t p2p_http_server_in_flight(p2p_http_server *s);
+
 /* ---- request accessors (borrowed; valid until the request is answered) ---- */
 
 const char *p2p_http_request_method(const p2p_http_request *req);
@@ -198,12 +202,14 @@ typedef enum p2p_http_wake {
 typedef void (*p2p_http_wake_fn)(p2p_http_request *req, void *ctx, p2p_http_wake why);
 
 /* Parks `req` on `topic` (copied) for at most `timeout_ms` (<= 0 wakes with
- * TIMEOUT at once, from another thread). Call it from the request's handler
- * or wake callback, then return without answering. `ctx` is borrowed until
- * `on_wake` runs. Returns 0 (on_wake will run exactly once), or P2P_ECANCELED
- * when the server is stopping or the client is gone, P2P_EINVAL (empty topic,
- * already answered or parked), P2P_ENOMEM; on error on_wake never runs and the
- * caller still has to answer. */
+ * TIMEOUT at once, from another thread; more than a day is cut to a day).
+ * Call it from the request's handler or wake callback, then return without
+ * answering. `ctx` is borrowed until `on_wake` runs. While parked, the
+ * client's socket is watched: a hang-up (or a half-close of its sending side)
+ * wakes the request with CLOSED at once. Returns 0 (on_wake will run exactly once), or
+ * P2P_ECANCELED when the server is stopping or the client is gone, P2P_EINVAL (empty topic, already
+ * answered or parked), P2P_ENOMEM; on error on_wake never runs and the caller still has to answer.
+ */
 int p2p_http_request_park(p2p_http_request *req, const char *topic, int64_t timeout_ms,
                           p2p_http_wake_fn on_wake, void *ctx, p2p_error *err) P2P_NODISCARD;
 
