@@ -198,7 +198,13 @@ const char *p2p_http_request_param(const p2p_http_request *req, const char *name
 }
 
 const char *p2p_http_request_query(const p2p_http_request *req, const char *name) {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    const char *v = NULL;
+    size_t len = 0;
+    /* "?flag" has no value: libmicrohttpd gives NULL, told apart from absent. */
+    if (name == NULL || MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name,
+                                                      strlen(name), &v, &len) != MHD_YES)
+        return NULL;
+    return v != NULL ? v : "";
 }
 
 const char *p2p_http_request_header(const p2p_http_request *req, const char *name) {
@@ -291,6 +297,13 @@ size_t p2p_http_server_parked(p2p_http_server *s) {
     return p2p_longpoll_count(s->lp);
 }
 
+size_t p2p_http_server_in_flight(p2p_http_server *s) {
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->live;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 /* ---- the request's life inside libmicrohttpd ---- */
 
 static void request_free(p2p_http_request *req) {
@@ -340,6 +353,7 @@ static enum MHD_Result queue(p2p_http_request *req, unsigned status, struct MHD_
                                                MHD_RESPMEM_PERSISTENT);
         if (resp == NULL)
             return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
     req->status = status;
     enum MHD_Result r = MHD_queue_response(req->conn, status, resp);

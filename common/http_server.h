@@ -12,7 +12,10 @@
  *   SHA-256 of the body can be computed while it arrives.
  * - Async handlers and long-poll: a handler that returns without answering
  *   leaves its request suspended (no thread, no CPU) until it is answered
- *   from any thread, or until the long-poll park it was put in wakes up.
+ *   from any thread, or until the long-poll park it was put in wakes up
+ *   (notify, timeout, client hang-up or shutdown).
+ * - Threads: libmicrohttpd's epoll thread pool (`threads`) runs handlers and
+ *   wake callbacks; one more thread keeps long-poll deadlines.
  * - Optional TLS from PEM cert and key files; an optional authorize hook run
  *   on every non-PUBLIC route before the body is read.
  *
@@ -74,12 +77,14 @@ int p2p_http_server_start(p2p_http_server *s, p2p_error *err) P2P_NODISCARD;
 /* The bound port (useful with port 0), or 0 when not started. */
 uint16_t p2p_http_server_port(const p2p_http_server *s);
 
-/* Stops serving: parked requests are woken with P2P_HTTP_WAKE_SHUTDOWN; the
- * requests still waiting for an async answer get `stop_grace_ms` to receive
- * it, after which the server answers 503 itself (a later respond on such a
- * request is ignored). Then every connection is closed. When it returns no
- * handler or wake callback runs any more. Idempotent; must not be called
- * from a handler or wake callback. */
+/* Stops serving. New connections are refused at once; parked requests are
+ * woken with P2P_HTTP_WAKE_SHUTDOWN; requests in flight (uploads, downloads,
+ * async handlers) get `stop_grace_ms` to finish. Those still waiting for an
+ * async answer then get a 503 from the server itself (a later respond on
+ * such a request is ignored, until p2p_http_server_free), and after at most
+ * one more second every connection is closed. When it returns no handler or
+ * wake callback runs any more. Idempotent; must not be called from a handler
+ * or wake callback. */
 void p2p_http_server_stop(p2p_http_server *s);
 
 /* Stops (see above) and frees. NULL is a no-op. */
@@ -92,8 +97,13 @@ size_t p2p_http_server_notify(p2p_http_server *s, const char *topic);
 /* Number of requests currently parked. */
 size_t p2p_http_server_parked(p2p_http_server *s);
 
+/* Number of requests in flight: from their request line until they are
+ * answered and sent, or their connection is gone (parked ones included). */
+size_t p2p_http_server_in_flight(p2p_http_server *s);
+
 /* ---- request accessors (borrowed; valid until the request is answered) ---- */
 
+/* The method as sent ("GET", "PUT"...). */
 const char *p2p_http_request_method(const p2p_http_request *req);
 /* The path as sent, without the query ("/blobs/ab%20c"). */
 const char *p2p_http_request_path(const p2p_http_request *req);
@@ -188,7 +198,7 @@ p2p_http_range_result p2p_http_range_parse(const char *value, uint64_t size, uin
 typedef enum p2p_http_wake {
     P2P_HTTP_WAKE_NOTIFIED = 0, /* p2p_http_server_notify named the topic */
     P2P_HTTP_WAKE_TIMEOUT = 1,  /* the park's timeout passed */
-    P2P_HTTP_WAKE_CLOSED = 2,   /* the client hung up; any answer is dropped */
+    P2P_HTTP_WAKE_CLOSED = 2,   /* the client hung up: answer, but nobody may read it */
     P2P_HTTP_WAKE_SHUTDOWN = 3, /* the server is stopping; answer (503) now */
 } p2p_http_wake;
 
@@ -198,12 +208,14 @@ typedef enum p2p_http_wake {
 typedef void (*p2p_http_wake_fn)(p2p_http_request *req, void *ctx, p2p_http_wake why);
 
 /* Parks `req` on `topic` (copied) for at most `timeout_ms` (<= 0 wakes with
- * TIMEOUT at once, from another thread). Call it from the request's handler
- * or wake callback, then return without answering. `ctx` is borrowed until
- * `on_wake` runs. Returns 0 (on_wake will run exactly once), or P2P_ECANCELED
- * when the server is stopping or the client is gone, P2P_EINVAL (empty topic,
- * already answered or parked), P2P_ENOMEM; on error on_wake never runs and the
- * caller still has to answer. */
+ * TIMEOUT at once, from another thread; more than a day is cut to a day).
+ * Call it from the request's handler or wake callback, then return without
+ * answering. `ctx` is borrowed until `on_wake` runs. While parked, the
+ * client's socket is watched: a hang-up (or a half-close of its sending side)
+ * wakes the request with CLOSED at once. Returns 0 (on_wake will run exactly once), or
+ * P2P_ECANCELED when the server is stopping or the client is gone, P2P_EINVAL (empty topic, already
+ * answered or parked), P2P_ENOMEM; on error on_wake never runs and the caller still has to answer.
+ */
 int p2p_http_request_park(p2p_http_request *req, const char *topic, int64_t timeout_ms,
                           p2p_http_wake_fn on_wake, void *ctx, p2p_error *err) P2P_NODISCARD;
 
