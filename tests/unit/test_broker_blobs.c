@@ -210,6 +210,67 @@ static void test_expiry(void) {
     p2p_broker_free(h.b);
 }
 
+static long checkpoint_put(const json_t *c, const char *name, const char *hash, json_t **out) {
+    char body[600];
+    snprintf(body, sizeof(body),
+             "{\"identifier\":\"%s\",\"lease_token\":\"%s\",\"name\":\"%s\",\"hash\":\"%s\"}",
+             str(c, "identifier"), str(c, "lease_token"), name, hash);
+    return api("POST", "/api/v1/p2prpc_cat/checkpoint", body, out);
+}
+
+static void test_checkpoints(void) {
+    drain("p2prpc_cat");
+    char id[P2P_HASH_HEX_LEN + 1], in_hash[P2P_HASH_HEX_LEN + 1], path[300];
+    create_cat("checkpointed input", id, in_hash);
+    json_t *c = claim("p2prpc_cat", 0);
+    ASSERT_TRUE(c != NULL);
+    char h1[P2P_HASH_HEX_LEN + 1], h2[P2P_HASH_HEX_LEN + 1];
+    ASSERT_OK(p2p_hash_bytes_hex("state one", 9, h1, NULL));
+    /* The state blob must be uploaded first. */
+    json_t *j = NULL;
+    ASSERT_EQ(checkpoint_put(c, "epoch", h1, &j), 409);
+    ASSERT_STR_CONTAINS(str(json_object_get(j, "error"), "message"), "upload it first");
+    json_decref(j);
+    ASSERT_EQ(put_blob("state one", 9, h1), 201);
+    ASSERT_EQ(checkpoint_put(c, "epoch", h1, &j), 200);
+    ASSERT_EQ(num(j, "size"), 9);
+    json_decref(j);
+    snprintf(path, sizeof(path), "/api/v1/p2prpc_cat/checkpoint?identifier=%s&name=epoch", id);
+    ASSERT_EQ(api("GET", path, NULL, &j), 200);
+    ASSERT_STR_EQ(str(j, "hash"), h1);
+    json_decref(j);
+    /* A new state replaces the old one, whose blob nothing references now. */
+    ASSERT_EQ(put_blob("state two!", 10, h2), 201);
+    ASSERT_EQ(checkpoint_put(c, "epoch", h2, NULL), 200);
+    ASSERT_EQ(api("GET", path, NULL, &j), 200);
+    ASSERT_STR_EQ(str(j, "hash"), h2);
+    ASSERT_EQ(num(j, "size"), 10);
+    json_decref(j);
+    char blob[200];
+    blob_path(h1, blob, sizeof(blob));
+    expect_error("GET", blob, NULL, 404, "not_found", NULL);
+    /* Errors: bad name, unknown name, stale lease, malformed hash. */
+    ASSERT_EQ(checkpoint_put(c, "a/b", h2, NULL), 400);
+    ASSERT_EQ(checkpoint_put(c, "epoch", "ABC", NULL), 400);
+    snprintf(path, sizeof(path), "/api/v1/p2prpc_cat/checkpoint?identifier=%s&name=other", id);
+    expect_error("GET", path, NULL, 404, "not_found", NULL);
+    expect_error("GET", "/api/v1/p2prpc_cat/checkpoint?identifier=x&name=epoch", NULL, 400,
+                 "invalid", NULL);
+    json_t *stale = json_pack("{s:s, s:s}", "identifier", id, "lease_token",
+                              "00000000000000000000000000000000");
+    ASSERT_EQ(checkpoint_put(stale, "epoch", h2, NULL), 409);
+    json_decref(stale);
+    /* Referenced by the checkpoint: the blob stays until the call goes. */
+    blob_path(h2, blob, sizeof(blob));
+    expect_error("DELETE", blob, NULL, 409, "conflict", "referenced");
+    char body[200];
+    snprintf(body, sizeof(body), "{\"identifier\":\"%s\"}", id);
+    ASSERT_EQ(api("POST", "/api/v1/p2prpc_cat/delete", body, &j), 200);
+    ASSERT_EQ(num(j, "blobs_removed"), 2); /* the input and the checkpoint */
+    json_decref(j);
+    json_decref(c);
+}
+
 int main(void) {
     p2p_broker_options o;
     p2p_broker_options_init(&o);
@@ -218,6 +279,7 @@ int main(void) {
     TEST_RUN(test_blobs);
     TEST_RUN(test_blob_bad_uploads);
     TEST_RUN(test_blob_references);
+    TEST_RUN(test_checkpoints);
     TEST_RUN(test_expiry);
     return broker_test_teardown();
 }
