@@ -10,6 +10,8 @@ prefix=$work/prefix
 
 cmake --install "$P2PRPC_BUILD_DIR" --prefix "$prefix" >/dev/null
 test -x "$prefix/bin/p2prpc"
+test -x "$prefix/bin/p2prpc-broker"
+"$prefix/bin/p2prpc-broker" --version | grep -q p2prpc
 test -f "$prefix/include/p2prpc/error.h"
 test -f "$prefix/include/p2prpc/version.h"
 test -f "$prefix/lib/libp2prpc.a"
