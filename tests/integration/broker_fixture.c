@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static const char *const status_names[6] = {"pushed", "queued", "running",
                                             "done",   "failed", "terminated"};
@@ -366,4 +367,18 @@ void fx_counts(broker *b, fx_fn f, long long counts[6]) {
         counts[i] = v < 0 ? 0 : (long long)v;
     }
     free(text);
+}
+
+void fx_await_metric(broker *b, const char *name, double min, long timeout_ms) {
+    int64_t deadline = harness_now_ms() + timeout_ms;
+    double v = -1;
+    for (long i = 0; i <= timeout_ms / 10 && harness_now_ms() <= deadline; i++) {
+        char *text = fx_metrics_text(b);
+        v = fx_metric(text, name, NULL);
+        free(text);
+        if (v >= min)
+            return;
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    TEST_FAIL_("metric %s stayed at %g, below %g, for %ld ms", name, v, min, timeout_ms);
 }

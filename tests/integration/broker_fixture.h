@@ -138,4 +138,9 @@ double fx_metric(const char *metrics_text, const char *name, const char *const *
 /* GET /metrics body (caller frees). */
 char *fx_metrics_text(broker *b);
 
+/* Reads GET /metrics every 10 ms until the metric `name` (no labels) is at
+ * least `min`; fails the test after `timeout_ms`. For events only the broker
+ * sees, such as a long-poll being parked (p2prpc_longpoll_waiting). */
+void fx_await_metric(broker *b, const char *name, double min, long timeout_ms);
+
 #endif
