@@ -52,6 +52,7 @@ struct p2p_http_request {
     p2p_error body_err;
     uint64_t discarded; /* bytes drained after body_error */
     int64_t started_ms;
+    int64_t started_us; /* CLOCK_MONOTONIC, for on_complete */
     unsigned status;
     header *resp_headers;
     /* Below: guarded by server->lock. */
@@ -89,6 +90,12 @@ static const char oom_body[] =
 
 int64_t p2p_http_now_ms(void) {
     return p2p_longpoll_now_ms();
+}
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- list of suspended requests (server->lock held) ---- */
@@ -321,6 +328,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
     req->server = cls;
     req->fd = -1;
     req->started_ms = p2p_longpoll_now_ms();
+    req->started_us = now_us();
     req->target = strdup(uri);
     req->path = strndup(uri, strcspn(uri, "?"));
     if (req->target == NULL || req->path == NULL) {
@@ -559,6 +567,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     P2P_DEBUG("http %s %s -> %u in %" PRId64 " ms%s", req->method ? req->method : "?", req->path,
               req->status, p2p_longpoll_now_ms() - req->started_ms,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
+    if (s->opts.on_complete != NULL && req->status != 0)
+        s->opts.on_complete(s->opts.on_complete_ctx, req, req->status, now_us() - req->started_us);
     if (!keep)
         request_free(req);
     pthread_mutex_lock(&s->lock);

@@ -56,6 +56,12 @@ typedef struct p2p_http_server_options {
     p2p_http_authorize_fn authorize; /* NULL = every request is accepted */
     void *authorize_ctx;
     unsigned stop_grace_ms; /* how long stop waits for async answers; 0 = 5000 */
+    /* Called once per answered request, when its response was sent or the
+     * connection closed, with the answer's status and the time from the
+     * request line to then. Any server thread; must be quick. NULL = none. */
+    void (*on_complete)(void *ctx, const p2p_http_request *req, unsigned status,
+                        int64_t duration_us);
+    void *on_complete_ctx;
 } p2p_http_server_options;
 
 /* ---- server lifecycle ---- */
