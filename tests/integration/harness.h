@@ -155,10 +155,12 @@ typedef struct harness_reply {
     long status; /* HTTP status; 0 when none came */
     char *body;  /* NUL-terminated body (owned), "" when none */
     size_t body_len;
-    json_t *json;   /* the body parsed as JSON (owned), or NULL */
-    int64_t ms;     /* how long the request took */
-    int64_t end_ms; /* harness_now_ms() when the answer was complete */
-    p2p_error err;  /* the transport error when rc != 0 */
+    json_t *json;            /* the body parsed as JSON (owned), or NULL */
+    int64_t ms;              /* how long the request took */
+    int64_t end_ms;          /* harness_now_ms() when the answer was complete */
+    char content_type[128];  /* the Content-Type header, or "" */
+    char content_range[128]; /* the Content-Range header, or "" */
+    p2p_error err;           /* the transport error when rc != 0 */
 } harness_reply;
 
 /* Sends METHOD base_url+path (both borrowed) with `body` (`len` bytes, may be
@@ -168,6 +170,12 @@ typedef struct harness_reply {
 int harness_request(p2p_http_client *c, const char *base_url, const char *method, const char *path,
                     const char *content_type, const void *body, size_t len, long timeout_ms,
                     harness_reply *out);
+
+/* The same with extra request headers: "Name: value" strings, NULL-terminated
+ * (borrowed; NULL = none). */
+int harness_request_headers(p2p_http_client *c, const char *base_url, const char *method,
+                            const char *path, const char *const *headers, const char *content_type,
+                            const void *body, size_t len, long timeout_ms, harness_reply *out);
 
 /* POST of `body` (borrowed; NULL = no body) as compact JSON. */
 int harness_post_json(p2p_http_client *c, const char *base_url, const char *path,

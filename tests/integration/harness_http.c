@@ -38,6 +38,13 @@ void harness_reply_cleanup(harness_reply *r) {
 int harness_request(p2p_http_client *c, const char *base_url, const char *method, const char *path,
                     const char *content_type, const void *body, size_t len, long timeout_ms,
                     harness_reply *out) {
+    return harness_request_headers(c, base_url, method, path, NULL, content_type, body, len,
+                                   timeout_ms, out);
+}
+
+int harness_request_headers(p2p_http_client *c, const char *base_url, const char *method,
+                            const char *path, const char *const *headers, const char *content_type,
+                            const void *body, size_t len, long timeout_ms, harness_reply *out) {
     memset(out, 0, sizeof(*out));
     char url[HARNESS_URL_MAX + HARNESS_PATH_MAX];
     int n = snprintf(url, sizeof(url), "%s%s", base_url, path);
@@ -51,6 +58,7 @@ int harness_request(p2p_http_client *c, const char *base_url, const char *method
         .body = body,
         .body_len = len,
         .content_type = content_type ? content_type : (body ? "application/json" : NULL),
+        .headers = headers,
         .idempotent = false,
         .timeout_ms = timeout_ms,
     };
@@ -60,6 +68,8 @@ int harness_request(p2p_http_client *c, const char *base_url, const char *method
     out->end_ms = harness_now_ms();
     out->ms = out->end_ms - start;
     out->status = reply.status;
+    snprintf(out->content_type, sizeof(out->content_type), "%s", reply.content_type);
+    snprintf(out->content_range, sizeof(out->content_range), "%s", reply.content_range);
     out->body = reply.body;
     out->body_len = reply.body_len;
     reply.body = NULL;
