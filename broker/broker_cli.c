@@ -258,7 +258,7 @@ static int parse_args(cli *c, int argc, char **argv) {
             fputs(usage_text, stdout);
             return 1;
         case '?':
-            fputs(usage_text, stderr);
+            fputs("p2prpc-broker: see 'p2prpc-broker --help'\n", stderr);
             return 2;
         default:
             rc = parse_value(c, opt, arg);
