@@ -172,7 +172,10 @@ static void on_line(harness_proc *p, const char *line) {
     pthread_mutex_lock(&p->lock);
     p->lines++;
     if (!p->ready && parse_listening(line, p->url, sizeof(p->url))) {
-        snprintf(p->line, sizeof(p->line), "%s", line);
+        /* A longer line would not hold a URL that fits: it was refused above. */
+        size_t n = strnlen(line, sizeof(p->line) - 1);
+        memcpy(p->line, line, n);
+        p->line[n] = '\0';
         p->ready = true;
         pthread_cond_broadcast(&p->cond);
     }

@@ -269,7 +269,7 @@ static void test_delete_refused_while_referenced(void) {
 
 int main(void) {
     broker_config cfg = {.max_blob_size = MAX_BLOB};
-    broker_init(&B, "broker_blobs", &cfg);
+    broker_init(&B, "broker_blob_routes", &cfg);
     broker_start(&B);
     TEST_RUN(test_put_head_get);
     TEST_RUN(test_range);

@@ -326,6 +326,93 @@ static void test_delete(void) {
     json_decref(a2);
 }
 
+/* Restart (a route the core added: docs/protocol.md): a finished call runs
+ * again from scratch; an unfinished one cannot be restarted. */
+static void test_restart(void) {
+    char id[P2P_HASH_HEX_LEN + 1], token[128];
+    harness_reply r;
+    json_t *args = fx_add_args(400, 1);
+    long long version = 0;
+    fx_push(&B, NULL, FX_ADD, args, false, id, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    /* pushed and queued are not finished. */
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "execute_function", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+
+    /* done -> restart -> queued, with outputs, attempts and progress cleared. */
+    claim(FX_ADD, id, &r);
+    snprintf(token, sizeof(token), "%s", harness_reply_str(&r, "lease_token"));
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r); /* running: not finished either */
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+    fx_worker_push(&B, NULL, FX_ADD, id, token, json_pack("{s:i}", "progress", 70), &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_worker_push(&B, NULL, FX_ADD, id, token, json_pack("{s:{s:i}}", "outputs", "sum", 401), &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    version = fx_expect_status(&B, FX_ADD, id, "done");
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    ASSERT_STR_EQ(harness_reply_str(&r, "status"), "queued");
+    harness_reply_cleanup(&r);
+    expect_step(FX_ADD, id, "queued", &version);
+    fx_pull(&B, NULL, FX_ADD, id, -1, -1, &r);
+    ASSERT_EQ(harness_reply_int(&r, "attempts", -1), 0);
+    ASSERT_EQ((int)json_number_value(json_object_get(r.json, "progress")), 0);
+    ASSERT_TRUE(json_object_get(r.json, "outputs") == NULL ||
+                json_is_null(json_object_get(r.json, "outputs")));
+    harness_reply_cleanup(&r);
+    /* The old lease is dead; the new claim is attempt 1 again. */
+    fx_worker_push(&B, NULL, FX_ADD, id, token, json_pack("{s:i}", "progress", 1), &r);
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+    claim(FX_ADD, id, &r);
+    ASSERT_EQ(harness_reply_int(&r, "attempts", 0), 1);
+    ASSERT_TRUE(strcmp(harness_reply_str(&r, "lease_token"), token) != 0);
+    snprintf(token, sizeof(token), "%s", harness_reply_str(&r, "lease_token"));
+    harness_reply_cleanup(&r);
+
+    /* failed and terminated restart too. */
+    fx_worker_push(&B, NULL, FX_ADD, id, token, json_pack("{s:s}", "error", "again"), &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_pull(&B, NULL, FX_ADD, id, -1, -1, &r);
+    ASSERT_STR_EQ(harness_reply_str(&r, "status"), "queued");
+    ASSERT_TRUE(json_object_get(r.json, "error") == NULL ||
+                json_is_null(json_object_get(r.json, "error")));
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "terminate", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_expect_status(&B, FX_ADD, id, "queued");
+    fx_on_id(&B, NULL, FX_ADD, "terminate", id, &r); /* leave the queue empty */
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart",
+             "0123456789abcdef0123456789abcdef0123456789abcdef"
+             "0123456789abcdef",
+             &r);
+    HARNESS_EXPECT(&r, 404, "not_found");
+    harness_reply_cleanup(&r);
+    json_decref(args);
+}
+
 /* Calls of different functions never mix: a worker of one function does not
  * see the other's queue. */
 static void test_functions_are_separate_queues(void) {
@@ -349,13 +436,14 @@ static void test_functions_are_separate_queues(void) {
 }
 
 int main(void) {
-    broker_init(&B, "broker_lifecycle", NULL);
+    broker_init(&B, "broker_state_machine", NULL);
     broker_start(&B);
     TEST_RUN(test_pushed_queued_running_done);
     TEST_RUN(test_push_execute_then_error);
     TEST_RUN(test_terminate_pushed_and_queued);
     TEST_RUN(test_terminate_running);
     TEST_RUN(test_delete);
+    TEST_RUN(test_restart);
     TEST_RUN(test_functions_are_separate_queues);
     broker_stop(&B);
     broker_cleanup(&B);
