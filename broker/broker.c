@@ -374,9 +374,9 @@ int p2p_broker_start(p2p_broker *b, p2p_error *err) {
         rc = open_storage(b, err);
     if (rc == 0)
         rc = start_server(b, err);
+    b->maintenance_ms = maintenance_interval(b);
     if (rc == 0)
-        rc =
-            p2p_maintenance_new(maintenance_interval(b), maintenance_pass, b, &b->maintenance, err);
+        rc = p2p_maintenance_new(b->maintenance_ms, maintenance_pass, b, &b->maintenance, err);
     b->started = rc == 0;
     if (rc == 0)
         rc = p2p_maintenance_start(b->maintenance, err);

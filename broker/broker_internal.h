@@ -50,8 +50,10 @@ struct p2p_broker {
      * itself if it moved (the change may have been announced in between). */
     _Atomic uint64_t queued_events[P2P__BROKER_EVENT_BUCKETS]; /* by function */
     _Atomic uint64_t call_events[P2P__BROKER_EVENT_BUCKETS];   /* by identifier */
-    pthread_mutex_t maintain_lock;                             /* one maintenance pass at a time */
-    unsigned sweep_shard; /* next blob shard the sweep visits; under maintain_lock */
+    /* One maintenance pass at a time; it guards the two fields after it. */
+    pthread_mutex_t maintain_lock;
+    int64_t maintenance_ms; /* time between two passes, set by start */
+    unsigned sweep_shard;   /* next blob shard the sweep visits */
 };
 
 /* The bucket of a function name or identifier. */

@@ -171,16 +171,32 @@ static int collect(void *ctx, const char *hash) {
     return p2p_store_hashes_add(hashes, hash);
 }
 
+/* How many shards one pass sweeps: enough that a full round of the 256 takes
+ * at most half the expiry (and at most an hour), so an unused blob lives at
+ * most about 1.5 times the expiry; at least one. */
+static unsigned shards_per_pass(const p2p_broker *b) {
+    int64_t round_ms = b->opts.expire_ms / 2;
+    if (round_ms > 3600 * 1000)
+        round_ms = 3600 * 1000;
+    if (round_ms < 1)
+        round_ms = 1;
+    int64_t n = (P2P_BLOBSTORE_SHARDS * b->maintenance_ms + round_ms - 1) / round_ms;
+    return n < 1 ? 1 : n > P2P_BLOBSTORE_SHARDS ? P2P_BLOBSTORE_SHARDS : (unsigned)n;
+}
+
 /* Blobs nothing references once their mtime (last upload or HEAD) is older
  * than the expiry: uploads whose call never came, and files left by a crash
- * between a delete and its unlink. One shard per pass. */
+ * between a delete and its unlink. A few shards per pass. */
 static int sweep(p2p_broker *b, p2p_error *err) {
     p2p_store_hashes old;
     p2p_store_hashes_init(&old);
-    int64_t cutoff_s = (int64_t)time(NULL) - b->opts.expire_ms / 1000;
-    unsigned shard = b->sweep_shard;
-    b->sweep_shard = (shard + 1) % P2P_BLOBSTORE_SHARDS;
-    int rc = p2p_blobstore_list_old(b->blobs, shard, cutoff_s, collect, &old, err);
+    int64_t cutoff_s = (int64_t)time(NULL) - (b->opts.expire_ms + 999) / 1000;
+    int rc = 0;
+    for (unsigned i = shards_per_pass(b); i > 0 && rc == 0 && old.count < SWEEP_MAX; i--) {
+        unsigned shard = b->sweep_shard;
+        b->sweep_shard = (shard + 1) % P2P_BLOBSTORE_SHARDS;
+        rc = p2p_blobstore_list_old(b->blobs, shard, cutoff_s, collect, &old, err);
+    }
     if (rc == 1)
         rc = 0;
     if (rc == 0 && old.count > 0)
