@@ -2,7 +2,8 @@
  * --max-attempts 2: a claimed call whose lease runs out is queued again and
  * claimed by another worker (attempts 2, a new token); the first worker's
  * late pushes are refused with 409 whatever they carry; past the maximum the
- * call fails with a clear error; heartbeats keep a lease alive. The second
+ * call fails with a clear error; heartbeats keep a lease alive; a checkpoint
+ * saved by the first worker is what the second one resumes from. The second
  * claim waits in search_work, so the requeue is awaited, not slept for. */
 #include "broker_fixture.h"
 
@@ -37,6 +38,93 @@ static void expect_refused(const char *id, const char *token, json_t *update) {
     harness_reply r;
     fx_worker_push(&B, NULL, FX_ADD, id, token, update, &r);
     HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+}
+
+/* POST checkpoint {identifier, lease_token, name, hash}. */
+static void save_checkpoint(const char *id, const char *token, const char *name, const char *hash,
+                            harness_reply *r) {
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "identifier", id, "lease_token", token, "name",
+                             name, "hash", hash);
+    fx_post(&B, NULL, FX_ADD, "checkpoint", NULL, body, r);
+    json_decref(body);
+}
+
+static void load_checkpoint(const char *id, const char *name, harness_reply *r) {
+    char path[512];
+    snprintf(path, sizeof(path), "/api/v1/%s/checkpoint?identifier=%s&name=%s", fx_name(FX_ADD), id,
+             name);
+    harness_get(B.client, B.url, path, 0, r);
+}
+
+/* A worker saves its state, loses its lease; the next worker resumes from
+ * that state, and the first one can no longer save. Restart forgets it. */
+static void test_checkpoint_survives_a_lost_lease(void) {
+    char id[P2P_HASH_HEX_LEN + 1], t1[128], t2[128], state[P2P_HASH_HEX_LEN + 1];
+    char later[P2P_HASH_HEX_LEN + 1], absent[P2P_HASH_HEX_LEN + 1];
+    static const char saved[] = "frame 1234 of 5000, accumulator 0x5eed";
+    push_queued(4, id);
+    claim(id, 0, 1, t1, sizeof(t1), NULL);
+    harness_reply r;
+    /* The state blob must be on the broker first. */
+    ASSERT_OK(p2p_hash_bytes_hex("not uploaded", 12, absent, NULL));
+    save_checkpoint(id, t1, "progress.state", absent, &r);
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+    fx_blob_put(&B, NULL, saved, sizeof(saved) - 1, state, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    save_checkpoint(id, t1, "progress.state", state, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    ASSERT_STR_EQ(harness_reply_str(&r, "hash"), state);
+    ASSERT_EQ(harness_reply_int(&r, "size", -1), (long long)sizeof(saved) - 1);
+    harness_reply_cleanup(&r);
+    load_checkpoint(id, "other", &r);
+    HARNESS_EXPECT(&r, 404, "not_found");
+    harness_reply_cleanup(&r);
+
+    /* Worker 1 stalls; worker 2 gets the call and its checkpoint. */
+    claim(id, 30, 2, t2, sizeof(t2), NULL);
+    load_checkpoint(id, "progress.state", &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    ASSERT_STR_EQ(harness_reply_str(&r, "hash"), state);
+    harness_reply_cleanup(&r);
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/blobs/%s", state);
+    harness_get(B.client, B.url, path, 0, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    ASSERT_EQ(r.body_len, sizeof(saved) - 1);
+    ASSERT_MEM_EQ(r.body, saved, r.body_len);
+    harness_reply_cleanup(&r);
+
+    /* Worker 1's save is refused: its lease is stale. */
+    ASSERT_OK(p2p_hash_bytes_hex("frame 9", 7, later, NULL));
+    fx_blob_put(&B, NULL, "frame 9", 7, later, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    save_checkpoint(id, t1, "progress.state", later, &r);
+    HARNESS_EXPECT(&r, 409, "conflict");
+    harness_reply_cleanup(&r);
+    /* Worker 2 replaces it: the old state blob had no other reference. */
+    save_checkpoint(id, t2, "progress.state", later, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    harness_request(B.client, B.url, "HEAD", path, NULL, NULL, 0, 0, &r);
+    HARNESS_EXPECT(&r, 404, NULL);
+    harness_reply_cleanup(&r);
+
+    /* Finished and restarted: the checkpoint is gone. */
+    fx_worker_push(&B, NULL, FX_ADD, id, t2, json_pack("{s:{s:i}}", "outputs", "sum", 4), &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "restart", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    load_checkpoint(id, "progress.state", &r);
+    HARNESS_EXPECT(&r, 404, "not_found");
+    harness_reply_cleanup(&r);
+    fx_on_id(&B, NULL, FX_ADD, "terminate", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
     harness_reply_cleanup(&r);
 }
 
@@ -141,6 +229,7 @@ int main(void) {
     TEST_RUN(test_expired_lease_is_claimed_again);
     TEST_RUN(test_max_attempts_fails_the_call);
     TEST_RUN(test_heartbeats_keep_the_lease);
+    TEST_RUN(test_checkpoint_survives_a_lost_lease);
     broker_stop(&B);
     broker_cleanup(&B);
     return 0;

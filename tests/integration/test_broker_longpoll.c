@@ -109,6 +109,38 @@ static void test_search_work_woken_by_execute_function(void) {
     harness_reply_cleanup(&w.r);
 }
 
+/* A restart makes a finished call available again: parked workers wake. */
+static void test_search_work_woken_by_restart(void) {
+    json_t *args = json_pack("{s:s, s:f, s:b}", "text", "again", "scale", 2.0, "flag", 1);
+    char id[P2P_HASH_HEX_LEN + 1], token[128];
+    harness_reply r;
+    fx_push(&B, NULL, FX_ECHO, args, true, id, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    json_decref(args);
+    fx_claim(&B, NULL, FX_ECHO, 0, NULL, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    snprintf(token, sizeof(token), "%s", harness_reply_str(&r, "lease_token"));
+    harness_reply_cleanup(&r);
+    fx_worker_push(&B, NULL, FX_ECHO, id, token, json_pack("{s:s}", "error", "flaky gpu"), &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+
+    waiter w = {.f = FX_ECHO, .wait = 10};
+    pthread_t t;
+    start_parked(&w, &t);
+    int64_t at = harness_now_ms();
+    fx_on_id(&B, NULL, FX_ECHO, "restart", id, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    ASSERT_OK(pthread_join(t, NULL));
+    HARNESS_EXPECT(&w.r, 200, NULL);
+    ASSERT_STR_EQ(harness_reply_str(&w.r, "identifier"), id);
+    fprintf(stderr, "restart woke the parked worker in %lld ms\n", (long long)(w.r.end_ms - at));
+    ASSERT_LT(w.r.end_ms - at, LATENCY_BOUND_MS);
+    harness_reply_cleanup(&w.r);
+}
+
 /* Pushes and claims one FX_ADD call; returns its token, version in `*v`. */
 static void running_call(long long a, char id[P2P_HASH_HEX_LEN + 1], char *token, size_t len,
                          long long *v) {
@@ -154,6 +186,12 @@ static void test_pull_update_released_by_progress(void) {
     HARNESS_EXPECT(&r, 200, NULL);
     ASSERT_EQ(harness_reply_int(&r, "version", 0), now_v);
     fprintf(stderr, "pull_update with an old since answered in %lld ms\n", (long long)r.ms);
+    ASSERT_LT(r.ms, LATENCY_BOUND_MS);
+    harness_reply_cleanup(&r);
+
+    /* wait without since has nothing to wait for: answered at once. */
+    fx_pull(&B, NULL, FX_ADD, id, -1, 10, &r);
+    HARNESS_EXPECT(&r, 200, NULL);
     ASSERT_LT(r.ms, LATENCY_BOUND_MS);
     harness_reply_cleanup(&r);
 
@@ -267,6 +305,7 @@ int main(void) {
     broker_start(&B);
     TEST_RUN(test_search_work_woken_by_push);
     TEST_RUN(test_search_work_woken_by_execute_function);
+    TEST_RUN(test_search_work_woken_by_restart);
     TEST_RUN(test_pull_update_released_by_progress);
     TEST_RUN(test_timeouts);
     TEST_RUN(test_parked_waiters_cost_nothing);
