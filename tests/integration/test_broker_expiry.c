@@ -2,9 +2,8 @@
  * Calls expire that long after their last change and take their blobs
  * (arguments and outputs) with them, files on disk included; a blob no call
  * refers to is swept once it was not PUT or HEADed for that long; a call
- * that keeps changing (a worker heartbeating every 100 ms, lease 0.5 s)
- * stays. The maintenance thread does this on its own:
- * the test awaits the broker's counters, bounded, and never sleeps blind. */
+ * that keeps changing (a worker reporting progress every 100 ms) stays. The maintenance thread does
+ * this on its own: the test awaits the broker's counters, bounded, and never sleeps blind. */
 #include "broker_fixture.h"
 
 #include <string.h>
@@ -110,7 +109,6 @@ static void test_calls_and_their_blobs_expire(void) {
     for (int i = 0; i < 4; i++) {
         char path[HARNESS_PATH_MAX + 80];
         blob_file(hashes[i], path, sizeof(path));
-        /* The sweep visits one of 256 shards per maintenance pass. */
         await_gone(path, 60000);
     }
     text = fx_metrics_text(&B);
@@ -120,10 +118,7 @@ static void test_calls_and_their_blobs_expire(void) {
 }
 
 int main(void) {
-    /* A short lease makes the maintenance pass run every 50 ms (lease / 10,
-     * at least 50 ms), so that the blob sweep (one shard of 256 per pass)
-     * goes round in about 13 s. */
-    const char *expire[] = {"--expire-hours", "0.0005", "--lease-seconds", "0.5", NULL};
+    const char *expire[] = {"--expire-hours", "0.0005", NULL};
     broker_config cfg = {.extra_args = expire};
     broker_init(&B, "broker_expiry", &cfg);
     broker_start(&B);
