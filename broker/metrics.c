@@ -137,6 +137,18 @@ static void render_gauges(FILE *f, const p2p_metrics_gauges *g) {
             g->blobs, g->blob_bytes, g->parked);
 }
 
+static void render_store(FILE *f, const p2p_store_stats *st) {
+    fprintf(f,
+            "# HELP p2prpc_store_reads_total Store read operations.\n"
+            "# TYPE p2prpc_store_reads_total counter\np2prpc_store_reads_total %" PRIu64 "\n"
+            "# HELP p2prpc_store_writes_total Store write operations.\n"
+            "# TYPE p2prpc_store_writes_total counter\np2prpc_store_writes_total %" PRIu64 "\n"
+            "# HELP p2prpc_store_commits_total Store transactions (one fsync each with "
+            "--sync full).\n"
+            "# TYPE p2prpc_store_commits_total counter\np2prpc_store_commits_total %" PRIu64 "\n",
+            st->reads, st->writes, st->batches);
+}
+
 int p2p_metrics_render(p2p_metrics *m, const p2p_metrics_gauges *gauges, char **out, size_t *len,
                        p2p_error *err) {
     char *buf = NULL;
@@ -148,6 +160,7 @@ int p2p_metrics_render(p2p_metrics *m, const p2p_metrics_gauges *gauges, char **
     render_counters(f, m);
     render_histogram(f, m);
     render_gauges(f, gauges);
+    render_store(f, &gauges->store);
     bool failed = ferror(f) != 0;
     if (fclose(f) != 0 || failed || buf == NULL) {
         free(buf);

@@ -38,7 +38,8 @@ typedef struct p2p_metrics_gauges {
     const p2p_metrics_function *functions; /* borrowed */
     size_t n_functions;
     uint64_t blobs, blob_bytes;
-    uint64_t parked; /* long-poll requests waiting */
+    uint64_t parked;       /* long-poll requests waiting */
+    p2p_store_stats store; /* the store's counters (p2p_store_get_stats) */
 } p2p_metrics_gauges;
 
 /* Creates zeroed metrics. `*out` is the caller's (p2p_metrics_free).

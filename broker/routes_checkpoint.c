@@ -22,6 +22,13 @@ static const char *string_member(p2p_http_request *req, const json_t *body, cons
     return json_string_value(j);
 }
 
+/* A checkpoint name as the store accepts it: 1..128 of [A-Za-z0-9_.-]. */
+static bool valid_name(const char *name) {
+    size_t len = strlen(name);
+    return len > 0 && len <= P2P_STORE_NAME_MAX &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == len;
+}
+
 static void save(p2p_http_request *req, p2p_broker *b, const p2p_schema *schema,
                  const json_t *body) {
     const char *id = p2p__route_identifier(req, body);
@@ -32,6 +39,14 @@ static void save(p2p_http_request *req, p2p_broker *b, const p2p_schema *schema,
         return;
     if (!p2p_hash_hex_valid(hash)) {
         p2p_http_respond_error(req, 400, P2P_EINVAL, "\"hash\" must be 64 lowercase hex");
+        return;
+    }
+    /* The store checks the name too, but only after the blob lookup below:
+     * a malformed request is told so before it is told to upload anything. */
+    if (!valid_name(name)) {
+        p2p_http_respond_error(req, 400, P2P_EINVAL,
+                               "invalid checkpoint name: 1 to %d letters, digits or '_-.'",
+                               P2P_STORE_NAME_MAX);
         return;
     }
     p2p_call call;

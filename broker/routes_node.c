@@ -37,6 +37,7 @@ void p2p__route_metrics(p2p_http_request *req, void *ctx) {
     if (rc == 0) {
         p2p_blobstore_totals(b->blobs, &g.blobs, &g.blob_bytes);
         g.parked = p2p_http_server_parked(atomic_load(&b->server));
+        p2p_store_get_stats(b->store, &g.store);
         rc = p2p_metrics_render(b->metrics, &g, &text, &len, &err);
     }
     if (rc != 0)

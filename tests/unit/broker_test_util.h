@@ -28,6 +28,9 @@ typedef struct harness {
 
 static harness main_h;
 
+/* Starts a broker in ROOT/NAME on 127.0.0.1:0 with the test secret and the two
+ * functions; `o` gives the other options (host, port, data dir and secret are
+ * overwritten). Fails the test when it cannot start. */
 static inline void start_broker(harness *h, const char *name, p2p_broker_options *o) {
     snprintf(h->data, sizeof(h->data), "%s/%s", root, name);
     o->host = "127.0.0.1";

@@ -226,6 +226,8 @@ static void test_checkpoints(void) {
     ASSERT_TRUE(c != NULL);
     char h1[P2P_HASH_HEX_LEN + 1], h2[P2P_HASH_HEX_LEN + 1];
     ASSERT_OK(p2p_hash_bytes_hex("state one", 9, h1, NULL));
+    /* A malformed name is refused before the blob is even looked up. */
+    ASSERT_EQ(checkpoint_put(c, "../state", h1, NULL), 400);
     /* The state blob must be uploaded first. */
     json_t *j = NULL;
     ASSERT_EQ(checkpoint_put(c, "epoch", h1, &j), 409);

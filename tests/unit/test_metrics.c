@@ -35,8 +35,12 @@ static void test_counters_and_gauges(void) {
     ASSERT_EQ(p2p_metrics_get(m, P2P_METRIC_CLAIMS), 5);
     p2p_metrics_function fns[2] = {{.name = "p2prpc_a", .counts = {1, 2, 3, 4, 5, 6}},
                                    {.name = "p2prpc_b", .counts = {0}}};
-    p2p_metrics_gauges g = {
-        .functions = fns, .n_functions = 2, .blobs = 9, .blob_bytes = 12345, .parked = 4};
+    p2p_metrics_gauges g = {.functions = fns,
+                            .n_functions = 2,
+                            .blobs = 9,
+                            .blob_bytes = 12345,
+                            .parked = 4,
+                            .store = {.reads = 11, .writes = 22, .batches = 5}};
     char *text = render(m, &g);
     ASSERT_STR_CONTAINS(text, "# TYPE p2prpc_calls gauge\n");
     ASSERT_EQ(value_of(text, "p2prpc_calls{function=\"p2prpc_a\",status=\"running\"}"), 3);
@@ -49,6 +53,9 @@ static void test_counters_and_gauges(void) {
     ASSERT_EQ(value_of(text, "p2prpc_blobs"), 9);
     ASSERT_EQ(value_of(text, "p2prpc_blob_bytes"), 12345);
     ASSERT_EQ(value_of(text, "p2prpc_longpoll_waiting"), 4);
+    ASSERT_EQ(value_of(text, "p2prpc_store_reads_total"), 11);
+    ASSERT_EQ(value_of(text, "p2prpc_store_writes_total"), 22);
+    ASSERT_EQ(value_of(text, "p2prpc_store_commits_total"), 5);
     free(text);
     p2p_metrics_free(m);
     p2p_metrics_free(NULL);
