@@ -445,8 +445,8 @@ static void test_unknown_members_and_bad_fields(void) {
 
 /* A malformed checkpoint name is 400 whether or not its blob exists: shape
  * errors come before state errors, as for push_update (malformed identifier
- * before fingerprint). Reported in notes/broker-bugs.md: the broker answers
- * 409 "upload it first" here, checking the blob before the name. */
+ * before fingerprint). Found by this test: the broker used to answer 409
+ * "upload it first", checking the blob before the name. */
 static void test_checkpoint_bad_name_with_missing_blob(void) {
     snapshot s;
     take(&s);
