@@ -4,8 +4,11 @@
 #include "filecache.h"
 #include "fsutil.h"
 #include "hash.h"
+#include "ident.h"
 #include "log.h"
 #include "node.h"
+#include "schema.h"
+#include "value.h"
 #include "version.h"
 
 #include <getopt.h>
@@ -25,6 +28,7 @@ static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_node_id(int argc, char **argv);
 static int cmd_hash(int argc, char **argv);
+static int cmd_ident(int argc, char **argv);
 
 static const subcommand commands[] = {
     {"help", "[SUBCOMMAND]", "show this help, or one subcommand's", cmd_help},
@@ -33,6 +37,8 @@ static const subcommand commands[] = {
      cmd_node_id},
     {"hash", "[--cache FILE | --no-cache] FILE...",
      "print the content hash of files, as blobs and identifiers use it", cmd_hash},
+    {"ident", "SCHEMA.json ARGS.json|-", "print the call identifier of a function's arguments",
+     cmd_ident},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -171,6 +177,65 @@ static int cmd_hash(int argc, char **argv) {
     }
     p2p_filecache_free(cache);
     return status;
+}
+
+/* Loads a JSON document from `path`, or from stdin when `path` is "-". */
+static json_t *load_json(const char *path, p2p_error *err) {
+    json_error_t jerr;
+    json_t *doc =
+        strcmp(path, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(path, 0, &jerr);
+    if (doc == NULL)
+        p2p_error_set(err, P2P_EINVAL, "%s:%d:%d: %s", strcmp(path, "-") == 0 ? "<stdin>" : path,
+                      jerr.line, jerr.column, jerr.text);
+    return doc;
+}
+
+/* Computes the identifier of `args` (a JSON object of named arguments) for the
+ * function described by `schema`, exactly as a client does before pushing. */
+static int ident_of(const json_t *schema_json, const json_t *args, char *out, p2p_error *err) {
+    p2p_schema *schema = NULL;
+    p2p_value *values = NULL;
+    size_t n = 0;
+    int rc = p2p_schema_from_json(schema_json, &schema, err);
+    if (rc != 0)
+        return rc;
+    const p2p_param *params = p2p_schema_inputs(schema, &n);
+    values = calloc(n ? n : 1, sizeof(*values));
+    if (values == NULL)
+        rc = p2p_error_set(err, P2P_ENOMEM, NULL);
+    if (rc == 0)
+        rc = p2p_value_list_from_json(params, n, args, values, err);
+    if (rc == 0)
+        rc = p2p_ident_compute(schema, values, out, err);
+    if (values != NULL)
+        p2p_value_list_cleanup(values, n);
+    free(values);
+    p2p_schema_free(schema);
+    return rc;
+}
+
+static int cmd_ident(int argc, char **argv) {
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: p2prpc ident SCHEMA.json ARGS.json|-\n");
+        return 0;
+    }
+    if (argc != 3) {
+        fprintf(stderr, "usage: p2prpc ident SCHEMA.json ARGS.json|-\n");
+        return 2;
+    }
+    p2p_error err = {0};
+    json_t *schema = load_json(argv[1], &err);
+    json_t *args = schema ? load_json(argv[2], &err) : NULL;
+    char id[P2P_HASH_HEX_LEN + 1];
+    int rc = args ? ident_of(schema, args, id, &err) : P2P_EINVAL;
+    json_decref(schema);
+    json_decref(args);
+    if (rc != 0) {
+        fprintf(stderr, "p2prpc ident: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s\n", id);
+    return 0;
 }
 
 int main(int argc, char **argv) {

@@ -49,4 +49,23 @@ expect_status 1 "$bin" hash "$work/a.bin" "$work/missing"
 grep -q "$work/missing" "$work/err" || fail "missing file not named"
 grep -q "a.bin" "$work/out" || fail "good file not printed next to a bad one"
 expect_status 2 "$bin" hash
+# ident: the worked example of docs/protocol.md, and clear errors.
+cat >"$work/add.json" <<'JSON'
+{"name": "p2prpc_add",
+ "inputs": [{"name": "a", "type": "int64"}, {"name": "b", "type": "int64"}],
+ "outputs": [{"name": "sum", "type": "int64"}]}
+JSON
+echo '{"a": 1, "b": 2}' >"$work/args.json"
+expect_status 0 "$bin" ident "$work/add.json" "$work/args.json"
+[ "$(cat "$work/out")" = 1ca1986539c97727e61343172e4af5a67555512021cb5e293f213018c63edc71 ] ||
+    fail "ident of add(1, 2): $(cat "$work/out")"
+echo '{"b": 2, "a": 1}' | "$bin" ident "$work/add.json" - >"$work/out2"
+diff -q "$work/out" "$work/out2" >/dev/null || fail "ident depends on the order of members"
+echo '{"a": 1}' >"$work/args.json"
+expect_status 1 "$bin" ident "$work/add.json" "$work/args.json"
+grep -q "missing argument 'b'" "$work/err" || fail "missing argument message: $(cat "$work/err")"
+printf '{"a": 1,\n "b": }' >"$work/args.json"
+expect_status 1 "$bin" ident "$work/add.json" "$work/args.json"
+grep -q "args.json:2:" "$work/err" || fail "malformed JSON has no file:line: $(cat "$work/err")"
+expect_status 2 "$bin" ident "$work/add.json"
 echo "cli test passed"
