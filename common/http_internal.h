@@ -6,6 +6,7 @@
 
 #include "http_server.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,5 +22,10 @@ void p2p__http_finish(p2p_http_request *req, unsigned status, struct MHD_Respons
 /* Parses exactly `len` decimal digits (no sign, no space) into `*out`.
  * Returns false on anything else, overflow included. */
 bool p2p__http_parse_u64(const char *s, size_t len, uint64_t *out);
+
+/* The error body {"error":{"code":p2p_error_name(code),"message":msg}}, the
+ * one every error answer carries. Caller json_decref's; NULL when out of
+ * memory. A `msg` that is not UTF-8 is replaced by a fixed message. */
+json_t *p2p__http_error_json(int code, const char *msg);
 
 #endif
