@@ -87,9 +87,10 @@ typedef struct upload {
     size_t sent;  /* body bytes the socket took */
     char answer[8192];
     size_t answer_len;
-    int end_errno;     /* how the answer ended: 0 = orderly end of stream */
-    long rss_peak_kib; /* sampled every 256 KiB sent */
-    int files_peak;    /* entries of the temp directory, same samples */
+    int end_errno;       /* how the answer ended: 0 = orderly end of stream */
+    size_t sample_every; /* bytes sent between two samples */
+    long rss_peak_kib;   /* the highest VmRSS sampled */
+    int files_peak;      /* the most temp directory entries sampled */
 } upload;
 
 static int raw_connect(p2p_http_server *s) {
@@ -125,7 +126,7 @@ static void send_body(int fd, upload *u) {
     while (u->sent < u->total && test_now_ms() < deadline) {
         if (u->sent >= next_sample) {
             sample(u);
-            next_sample += 256 * 1024;
+            next_sample += u->sample_every;
         }
         struct pollfd p = {.fd = fd, .events = u->blind ? POLLOUT : POLLIN | POLLOUT};
         ASSERT_GT(poll(&p, 1, 10000), 0);
@@ -200,7 +201,7 @@ static void test_raw_client_reading_while_sending(void) {
     p2p_http_server *s = start(&o);
     long rss_before = rss_kib();
     int64_t t0 = test_now_ms();
-    upload u = {.total = (size_t)200 * MIB};
+    upload u = {.total = (size_t)200 * MIB, .sample_every = 128 * 1024};
     int fd = raw_connect(s);
     send_body(fd, &u);
     read_answer(fd, &u);
@@ -233,13 +234,15 @@ static void test_raw_client_reading_while_sending(void) {
 }
 
 /* A client that does not read until a send fails: the server lingers until
- * its byte cap, then closes; the 413 it wrote first is still there to read. */
+ * its byte cap (160 MiB here, so that most of the 200 MiB really flows
+ * through the server), then closes; the 413 it wrote first is still there
+ * to read. */
 static void test_raw_client_reading_after_send_fails(void) {
     atomic_store(&calls, 0);
-    p2p_http_server_options o = {.linger_bytes = 4 * MIB};
+    p2p_http_server_options o = {.linger_bytes = 160 * MIB, .linger_ms = 30000};
     p2p_http_server *s = start(&o);
     long rss_before = rss_kib();
-    upload u = {.total = (size_t)200 * MIB, .blind = true};
+    upload u = {.total = (size_t)200 * MIB, .blind = true, .sample_every = 4 * MIB};
     int fd = raw_connect(s);
     int64_t t0 = test_now_ms();
     send_body(fd, &u);
@@ -251,7 +254,8 @@ static void test_raw_client_reading_after_send_fails(void) {
             u.rss_peak_kib);
     assert_413(&u);
     /* Limit + drained + lingering cap + the socket buffers of both sides. */
-    ASSERT_LT(u.sent, 48 * MIB);
+    ASSERT_GT(u.sent, 160 * MIB);
+    ASSERT_LT(u.sent, 192 * MIB);
     ASSERT_LT(u.rss_peak_kib - rss_before, 32 * 1024);
     ASSERT_LE(u.files_peak, 1);
     ASSERT_EQ(atomic_load(&calls), 0);
@@ -314,7 +318,7 @@ static void test_curl_chunked_upload(void) {
 
 /* Streams past the limit, reads the 413 and its end of stream. */
 static int answered_client(p2p_http_server *s) {
-    upload u = {.total = (size_t)200 * MIB};
+    upload u = {.total = (size_t)200 * MIB, .sample_every = 4 * MIB};
     int fd = raw_connect(s);
     send_body(fd, &u);
     read_answer(fd, &u);
