@@ -35,11 +35,15 @@ static void respond_verror(p2p_http_request *req, unsigned status, int code, con
         vsnprintf(msg, sizeof(msg), fmt, ap);
     else
         snprintf(msg, sizeof(msg), "%s", p2p_strerror(code));
+    p2p_http_respond_json(req, status != 0 ? status : (unsigned)p2p_error_http_status(code),
+                          p2p__http_error_json(code, msg));
+}
+
+json_t *p2p__http_error_json(int code, const char *msg) {
     json_t *m = json_string(msg);
     if (m == NULL)
         m = json_string("(the message was not valid UTF-8)");
-    json_t *body = json_pack("{s:{s:s,s:o}}", "error", "code", p2p_error_name(code), "message", m);
-    p2p_http_respond_json(req, status != 0 ? status : (unsigned)p2p_error_http_status(code), body);
+    return json_pack("{s:{s:s,s:o}}", "error", "code", p2p_error_name(code), "message", m);
 }
 
 void p2p_http_respond_error(p2p_http_request *req, unsigned status, int code, const char *fmt,

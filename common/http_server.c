@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #define MAX_TLS_FILE (1024 * 1024)
+#define MAX_LINGER 65536
 
 /* Where a request is in its life. Moves only forward, except that a resumed
  * request goes back to PH_HANDLER to run its wake callback. */
@@ -75,6 +76,7 @@ struct p2p_http_server {
     char *tls_cert, *tls_key; /* PEM contents */
     p2p_http_router *router;
     p2p_longpoll *lp;
+    p2p__http_linger *linger; /* sockets closed after an answer written by hand */
     struct MHD_Daemon *daemon;
     uint16_t port;
     bool started;
@@ -304,6 +306,10 @@ size_t p2p_http_server_parked(p2p_http_server *s) {
     return p2p_longpoll_count(s->lp);
 }
 
+size_t p2p_http_server_lingering(p2p_http_server *s) {
+    return p2p__http_linger_count(s->linger);
+}
+
 size_t p2p_http_server_in_flight(p2p_http_server *s) {
     pthread_mutex_lock(&s->lock);
     size_t n = s->live;
@@ -497,6 +503,31 @@ static enum MHD_Result on_headers(p2p_http_request *req, struct MHD_Connection *
     return MHD_YES;
 }
 
+/* libmicrohttpd cannot queue an answer in the middle of an upload (only at
+ * its end). Past max_discard, on plain HTTP, the answer is written on the
+ * socket here and the connection dropped while a duplicate of the socket
+ * lingers (http_linger.c); libmicrohttpd's own close then only shuts down
+ * the sending side after our bytes and closes its descriptor. TLS records
+ * cannot be written by hand: such a connection is just closed. */
+static enum MHD_Result answer_and_close(p2p_http_request *req) {
+    p2p_http_server *s = req->server;
+    int code = req->body_error;
+    const char *msg = req->body_err.msg[0] != '\0' ? req->body_err.msg : p2p_strerror(code);
+    unsigned status = (unsigned)p2p_error_http_status(code);
+    bool answered = false;
+    if (s->tls_cert == NULL && req->fd >= 0) {
+        json_t *body = p2p__http_error_json(code, msg);
+        answered = p2p__http_linger_answer(s->linger, req->fd, status, body);
+        json_decref(body);
+    }
+    if (answered)
+        req->status = status;
+    P2P_WARN("http: %s %s: %s; %" PRIu64 " bytes read: %s", req->method, req->path, msg,
+             p2p_http_request_body_size(req) + req->discarded,
+             answered ? "answered on the socket, closing" : "closing without an answer");
+    return MHD_NO;
+}
+
 static enum MHD_Result on_chunk(p2p_http_request *req, const char *data, size_t n) {
     if (req->body_error == 0) {
         int rc = req->body != NULL ? p2p_spool_write(req->body, data, n, &req->body_err)
@@ -504,14 +535,12 @@ static enum MHD_Result on_chunk(p2p_http_request *req, const char *data, size_t 
         req->body_error = rc;
         return MHD_YES;
     }
-    /* libmicrohttpd cannot answer in the middle of an upload: drain a bounded
-     * amount so the client can read the 413, then give up on the connection. */
+    /* A small overrun is drained, so the answer goes through libmicrohttpd at
+     * the end of the body and the connection stays usable. */
     req->discarded += n;
     if (req->discarded <= req->server->opts.max_discard)
         return MHD_YES;
-    P2P_WARN("http: %s %s: body over its limit, %" PRIu64 " bytes read: closing the connection",
-             req->method, req->path, p2p_http_request_body_size(req) + req->discarded);
-    return MHD_NO;
+    return answer_and_close(req);
 }
 
 static enum MHD_Result on_body_done(p2p_http_request *req) {
@@ -637,6 +666,10 @@ static void apply_defaults(p2p_http_server_options *o) {
     o->spool_threshold = o->spool_threshold ? o->spool_threshold : 256 * 1024;
     o->max_discard = o->max_discard ? o->max_discard : 1024 * 1024;
     o->stop_grace_ms = o->stop_grace_ms ? o->stop_grace_ms : 5000;
+    o->linger_max = o->linger_max ? o->linger_max : 64;
+    o->linger_ms = o->linger_ms ? o->linger_ms : 5000;
+    o->linger_idle_ms = o->linger_idle_ms ? o->linger_idle_ms : 2000;
+    o->linger_bytes = o->linger_bytes ? o->linger_bytes : 16 * 1024 * 1024;
 }
 
 static int copy_options(p2p_http_server *s, const p2p_http_server_options *opts, p2p_error *err) {
@@ -649,6 +682,9 @@ static int copy_options(p2p_http_server *s, const p2p_http_server_options *opts,
         return p2p_error_set(err, P2P_ENOMEM, NULL);
     if ((opts->tls_cert_file == NULL) != (opts->tls_key_file == NULL))
         return p2p_error_set(err, P2P_EINVAL, "TLS needs both a cert file and a key file");
+    if (s->opts.linger_max > MAX_LINGER)
+        return p2p_error_set(err, P2P_EINVAL, "linger_max %u is over %d", s->opts.linger_max,
+                             MAX_LINGER);
     int rc = 0;
     if (opts->tls_cert_file != NULL) {
         rc = read_pem(opts->tls_cert_file, &s->tls_cert, err);
@@ -674,6 +710,10 @@ int p2p_http_server_new(const p2p_http_server_options *opts, p2p_http_server **o
         rc = p2p_http_router_new(opts->routes, opts->n_routes, &s->router, err);
     if (rc == 0)
         rc = p2p_longpoll_new(on_fire, s, &s->lp, err);
+    p2p__http_linger_limits lim = {s->opts.linger_max, s->opts.linger_ms, s->opts.linger_idle_ms,
+                                   s->opts.linger_bytes};
+    if (rc == 0)
+        rc = p2p__http_linger_new(&lim, &s->linger, err);
     if (rc != 0) {
         p2p_http_server_free(s);
         return rc;
@@ -735,12 +775,17 @@ int p2p_http_server_start(p2p_http_server *s, p2p_error *err) {
     if (rc != 0)
         return rc;
     rc = p2p_longpoll_start(s->lp, err);
-    if (rc != 0)
+    if (rc == 0 && s->tls_cert == NULL) /* over TLS nothing is answered by hand */
+        rc = p2p__http_linger_start(s->linger, err);
+    if (rc != 0) {
+        p2p_longpoll_stop(s->lp);
         return rc;
+    }
     s->started = true;
     s->daemon = start_daemon(s, &ss);
     if (s->daemon == NULL) {
         p2p_longpoll_stop(s->lp);
+        p2p__http_linger_stop(s->linger);
         return p2p_error_set(err, P2P_EIO, "cannot serve HTTP%s on %s port %u (see the log)",
                              s->tls_cert ? "S" : "", s->host, (unsigned)s->opts.port);
     }
@@ -809,6 +854,8 @@ void p2p_http_server_stop(p2p_http_server *s) {
     drain(s);
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    /* After the daemon: its threads could still hand over sockets until now. */
+    p2p__http_linger_stop(s->linger);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
     P2P_INFO("http: stopped serving on %s port %u", s->host, (unsigned)s->port);
@@ -819,6 +866,7 @@ void p2p_http_server_free(p2p_http_server *s) {
         return;
     p2p_http_server_stop(s);
     p2p_longpoll_free(s->lp);
+    p2p__http_linger_free(s->linger);
     while (s->abandoned != NULL) {
         p2p_http_request *req = s->abandoned;
         list_remove(&s->abandoned, req);

@@ -4,10 +4,15 @@
  *   limit. Unknown path -> 404, known path with another method -> 405 with an
  *   Allow header; both as JSON errors.
  * - Body limits: a Content-Length over the route's limit gets 413 before one
- *   byte of the body is read; a chunked body that grows past it gets 413 after
- *   the rest is drained (up to `max_discard` more bytes) or a closed
- *   connection (beyond that). libmicrohttpd cannot answer in the middle of
- *   an upload.
+ *   byte of the body is read. A chunked body that grows past it is no longer
+ *   stored; if it ends within `max_discard` more bytes it gets its 413 at its
+ *   end, through libmicrohttpd, and the connection stays open. Beyond that
+ *   (libmicrohttpd cannot answer in the middle of an upload) the server
+ *   writes the 413 on the socket itself, drops the connection, and keeps the
+ *   socket "lingering": what the client still sends is read and dropped for
+ *   a bounded time (`linger_*`), so the close does not reset the connection
+ *   and destroy the answer. Over TLS the answer cannot be written by hand:
+ *   such a connection is closed without an answer.
  * - Bodies larger than `spool_threshold` are streamed to a temp file; the
  *   SHA-256 of the body can be computed while it arrives.
  * - Async handlers and long-poll: a handler that returns without answering
@@ -15,7 +20,8 @@
  *   from any thread, or until the long-poll park it was put in wakes up
  *   (notify, timeout, client hang-up or shutdown).
  * - Threads: libmicrohttpd's epoll thread pool (`threads`) runs handlers and
- *   wake callbacks; one more thread keeps long-poll deadlines.
+ *   wake callbacks; one more thread keeps long-poll deadlines, and one epolls
+ *   the lingering sockets.
  * - Optional TLS from PEM cert and key files; an optional authorize hook run
  *   on every non-PUBLIC route before the body is read.
  *
@@ -42,14 +48,23 @@ typedef int (*p2p_http_authorize_fn)(void *ctx, const p2p_http_request *req, p2p
 
 /* Zero-initialise, then set what you need: every 0/NULL field has a default. */
 typedef struct p2p_http_server_options {
-    const char *host;          /* numeric IPv4/IPv6 address; NULL = "127.0.0.1" */
-    uint16_t port;             /* 0 = any free port; see p2p_http_server_port */
-    unsigned threads;          /* event-loop threads; 0 = 2 */
-    unsigned max_connections;  /* 0 = 4096 (idle long-poll waiters count) */
-    unsigned idle_timeout_s;   /* idle connections are closed; 0 = 120 */
-    uint64_t max_body;         /* default body limit in bytes; 0 = 1 MiB */
-    size_t spool_threshold;    /* bodies larger go to a file; 0 = 256 KiB */
-    uint64_t max_discard;      /* over-limit chunked bytes drained to send 413; 0 = 1 MiB */
+    const char *host;         /* numeric IPv4/IPv6 address; NULL = "127.0.0.1" */
+    uint16_t port;            /* 0 = any free port; see p2p_http_server_port */
+    unsigned threads;         /* event-loop threads; 0 = 2 */
+    unsigned max_connections; /* 0 = 4096 (idle long-poll waiters count) */
+    unsigned idle_timeout_s;  /* idle connections are closed; 0 = 120 */
+    uint64_t max_body;        /* default body limit in bytes; 0 = 1 MiB */
+    size_t spool_threshold;   /* bodies larger go to a file; 0 = 256 KiB */
+    uint64_t max_discard;     /* over-limit chunked bytes drained to send 413; 0 = 1 MiB */
+    /* Lingering close (plain HTTP): sockets answered by hand and read for a
+     * while before they are closed; when `linger_max` linger already, the
+     * next one is closed right after its answer. Each lingers until the
+     * client closes, `linger_idle_ms` pass without data, `linger_ms` pass, or
+     * `linger_bytes` were read from it, whichever comes first. */
+    unsigned linger_max;       /* 0 = 64; at most 65536 */
+    unsigned linger_ms;        /* 0 = 5000 */
+    unsigned linger_idle_ms;   /* 0 = 2000 */
+    uint64_t linger_bytes;     /* 0 = 16 MiB */
     const char *tmp_dir;       /* directory for spooled bodies; NULL = $TMPDIR or /tmp */
     const char *tls_cert_file; /* PEM files; both or neither */
     const char *tls_key_file;
@@ -88,7 +103,8 @@ uint16_t p2p_http_server_port(const p2p_http_server *s);
  * async handlers) get `stop_grace_ms` to finish. Those still waiting for an
  * async answer then get a 503 from the server itself (a later respond on
  * such a request is ignored, until p2p_http_server_free), and after at most
- * one more second every connection is closed. When it returns no handler or
+ * one more second every connection is closed, lingering sockets too (at
+ * once: their answers were already sent). When it returns no handler or
  * wake callback runs any more. Idempotent; must not be called from a handler
  * or wake callback. */
 void p2p_http_server_stop(p2p_http_server *s);
@@ -106,6 +122,10 @@ size_t p2p_http_server_parked(p2p_http_server *s);
 /* Number of requests in flight: from their request line until they are
  * answered and sent, or their connection is gone (parked ones included). */
 size_t p2p_http_server_in_flight(p2p_http_server *s);
+
+/* Number of sockets lingering now (answered by hand, see above). Their
+ * requests are no longer in flight. */
+size_t p2p_http_server_lingering(p2p_http_server *s);
 
 /* ---- request accessors (borrowed; valid until the request is answered) ---- */
 

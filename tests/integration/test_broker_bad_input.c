@@ -613,22 +613,20 @@ static void test_chunked_body_over_the_limit(void) {
     fprintf(stderr, "chunked, 4 chunks of 64 KiB over a 64 KiB limit: 413 (%zu bytes sent)\n",
             sent);
 
-    /* 1 GiB without Content-Length: refused while streaming. The broker
-     * answers 413 or, once it has drained enough, closes the connection;
-     * either way the client cannot push the whole body through. */
+    /* 1 GiB without Content-Length: refused while streaming. Once the body
+     * is past its limit and the bytes the broker drains, the broker writes
+     * the 413 on the socket while the body still flows, then closes without
+     * a reset (lingering close): the client, which stops sending when an
+     * answer arrives, reads a whole 413 long before 1 GiB. */
     size_t total = (size_t)1 << 30;
     int64_t t0 = harness_now_ms();
     fd = raw_open("PUT", target, chunked);
     sent = stream_chunks(fd, total, false);
-    static char buf[8192];
-    long n = harness_read_some(fd, buf, sizeof(buf) - 1, 10000);
+    expect_raw_error(fd, 413, "too_large");
     close(fd);
-    fprintf(stderr,
-            "chunked 1 GiB over a 64 KiB limit: stopped after %zu bytes in %lld ms, answer: "
-            "%.40s\n",
-            sent, (long long)(harness_now_ms() - t0), n > 0 ? buf : "(connection closed)");
+    fprintf(stderr, "chunked 1 GiB over a 64 KiB limit: 413 after %zu bytes sent, in %lld ms\n",
+            sent, (long long)(harness_now_ms() - t0));
     ASSERT_LT(sent, 64u << 20);
-    ASSERT_TRUE(n <= 0 || harness_http_status(buf) == 413);
 
     snprintf(path, sizeof(path), "/api/v1/blobs/%s", hash);
     harness_reply r;
