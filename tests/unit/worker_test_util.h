@@ -85,7 +85,7 @@ static int fn_bad_frame(const p2p_value *in, p2p_value *out, const char *out_dir
     return 1;
 }
 
-static void sleep_ms(int64_t ms) {
+static inline void sleep_ms(int64_t ms) {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
@@ -103,11 +103,11 @@ static int fn_slow(const p2p_value *in, p2p_value *out, const char *out_dir) {
     return 0;
 }
 
-/* resume(steps, ms): one step every ms, a checkpoint after each; starts
+/* resume(ms, steps): one step every ms, a checkpoint after each; starts
  * where the checkpoint says; `started` is where it started. */
 static int fn_resume(const p2p_value *in, p2p_value *out, const char *out_dir) {
     (void)out_dir;
-    int64_t steps = in[0].as.i64, ms = in[1].as.i64, start = 0;
+    int64_t ms = in[0].as.i64, steps = in[1].as.i64, start = 0;
     if (p2p_checkpoint_load("state", "state.txt") == 0) {
         char *text = NULL;
         size_t len = 0;
@@ -134,7 +134,7 @@ enum { F_ADD, F_NOOP, F_CAT, F_SEGV, F_BAD_FRAME, F_SLOW, F_RESUME, F_COUNT };
 static p2p_schema *wt_schemas[F_COUNT];
 static p2p_worker_function wt_fns[F_COUNT];
 
-static void wt_build_schemas(void) {
+static inline void wt_build_schemas(void) {
     static const p2p_param add_in[] = {{"a", P2P_TYPE_INT64}, {"b", P2P_TYPE_INT64}};
     static const p2p_param add_out[] = {{"sum", P2P_TYPE_INT64}};
     static const p2p_param x_in[] = {{"x", P2P_TYPE_INT64}};
@@ -165,7 +165,7 @@ static void wt_build_schemas(void) {
     }
 }
 
-static void wt_free_schemas(void) {
+static inline void wt_free_schemas(void) {
     for (int i = 0; i < F_COUNT; i++)
         p2p_schema_free(wt_schemas[i]);
 }
@@ -192,8 +192,8 @@ typedef struct wt_broker {
 
 /* Starts a broker in ROOT/NAME on 127.0.0.1:port (0 = any) serving every
  * test function; `peer` (may be NULL) is listed by its nodes route. */
-static void wt_broker_start(wt_broker *h, const char *name, uint16_t port, int64_t lease_ms,
-                            const char *peer) {
+static inline void wt_broker_start(wt_broker *h, const char *name, uint16_t port, int64_t lease_ms,
+                                   const char *peer) {
     snprintf(h->data, sizeof(h->data), "%s/%s", wt_root, name);
     p2p_broker_options o;
     p2p_broker_options_init(&o);
@@ -217,7 +217,7 @@ static void wt_broker_start(wt_broker *h, const char *name, uint16_t port, int64
     h->port = p2p_broker_port(h->b);
 }
 
-static void wt_broker_stop(wt_broker *h) {
+static inline void wt_broker_stop(wt_broker *h) {
     p2p_broker_free(h->b);
     h->b = NULL;
 }
@@ -226,7 +226,7 @@ static void wt_broker_stop(wt_broker *h) {
 
 static p2p_http_client *wt_client;
 
-static void wt_client_start(void) {
+static inline void wt_client_start(void) {
     p2p_http_client_options o;
     p2p_http_client_options_init(&o);
     o.secret = wt_secret;
@@ -238,8 +238,8 @@ static void wt_client_start(void) {
 }
 
 /* A request to `base` + `path`; the status, and the JSON answer in `*out`. */
-static long wt_api(const char *base, const char *method, const char *path, const char *body,
-                   json_t **out) {
+static inline long wt_api(const char *base, const char *method, const char *path, const char *body,
+                          json_t **out) {
     char url[1024];
     snprintf(url, sizeof(url), "%s%s", base, path);
     p2p_http_call req = {.method = method,
@@ -259,8 +259,8 @@ static long wt_api(const char *base, const char *method, const char *path, const
 }
 
 /* Uploads `len` bytes as a blob; its hash into `hash`. */
-static void wt_put_blob(const char *base, const void *data, size_t len,
-                        char hash[P2P_HASH_HEX_LEN + 1]) {
+static inline void wt_put_blob(const char *base, const void *data, size_t len,
+                               char hash[P2P_HASH_HEX_LEN + 1]) {
     ASSERT_OK(p2p_hash_bytes_hex(data, len, hash, NULL));
     char url[512];
     snprintf(url, sizeof(url), "%sapi/v1/blobs/%s", base, hash);
@@ -273,7 +273,8 @@ static void wt_put_blob(const char *base, const void *data, size_t len,
 
 /* Creates (and executes) a call of function `f` with the JSON `args`; its
  * identifier goes to `id`. */
-static void wt_call(const char *base, int f, const char *args, char id[P2P_HASH_HEX_LEN + 1]) {
+static inline void wt_call(const char *base, int f, const char *args,
+                           char id[P2P_HASH_HEX_LEN + 1]) {
     const p2p_schema *s = wt_schemas[f];
     size_t n = 0;
     const p2p_param *params = p2p_schema_inputs(s, &n);
@@ -294,7 +295,7 @@ static void wt_call(const char *base, int f, const char *args, char id[P2P_HASH_
 }
 
 /* The call's JSON (caller decrefs). */
-static json_t *wt_pull(const char *base, int f, const char *id) {
+static inline json_t *wt_pull(const char *base, int f, const char *id) {
     char path[300];
     snprintf(path, sizeof(path), "api/v1/%s/pull_update?identifier=%s",
              p2p_schema_name(wt_schemas[f]), id);
@@ -303,11 +304,11 @@ static json_t *wt_pull(const char *base, int f, const char *id) {
     return j;
 }
 
-static const char *wt_str(const json_t *j, const char *key) {
+static inline const char *wt_str(const json_t *j, const char *key) {
     return json_string_value(json_object_get(j, key));
 }
 
-static int64_t wt_now_ms(void) {
+static inline int64_t wt_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -315,8 +316,8 @@ static int64_t wt_now_ms(void) {
 
 /* Waits (long-polls, at most `timeout_ms`) until the call is `status`; its
  * JSON (caller decrefs). Fails the test on timeout. */
-static json_t *wt_wait(const char *base, int f, const char *id, const char *status,
-                       int64_t timeout_ms) {
+static inline json_t *wt_wait(const char *base, int f, const char *id, const char *status,
+                              int64_t timeout_ms) {
     int64_t deadline = wt_now_ms() + timeout_ms;
     json_int_t version = 0;
     for (int i = 0; i < 10000; i++) {
@@ -340,7 +341,7 @@ static json_t *wt_wait(const char *base, int f, const char *id, const char *stat
 /* ---- a worker ---- */
 
 /* Options for a worker of every test function polling `url`, in ROOT/NAME. */
-static void wt_worker_options(p2p_worker_options *o, const char *name, const char *url) {
+static inline void wt_worker_options(p2p_worker_options *o, const char *name, const char *url) {
     static char data[8][700];
     static const char *urls[8];
     static int next;
@@ -358,7 +359,7 @@ static void wt_worker_options(p2p_worker_options *o, const char *name, const cha
     o->lease_renew_ms = 1000;
 }
 
-static p2p_worker *wt_worker_start(const p2p_worker_options *o) {
+static inline p2p_worker *wt_worker_start(const p2p_worker_options *o) {
     p2p_worker *w = NULL;
     p2p_error err = {0};
     if (p2p_worker_new(o, wt_fns, F_COUNT, &w, &err) != 0 || p2p_worker_start(w, &err) != 0)
@@ -368,7 +369,7 @@ static p2p_worker *wt_worker_start(const p2p_worker_options *o) {
 
 /* Waits up to 5 s for the worker's counter at `offset` of its stats to
  * reach `want` (the broker may show the result before the worker counts it). */
-static uint64_t wt_stat(p2p_worker *w, size_t offset, uint64_t want) {
+static inline uint64_t wt_stat(p2p_worker *w, size_t offset, uint64_t want) {
     p2p_worker_stats st;
     for (int i = 0; i < 500; i++) {
         p2p_worker_get_stats(w, &st);
@@ -382,7 +383,7 @@ static uint64_t wt_stat(p2p_worker *w, size_t offset, uint64_t want) {
 
 #define WT_STAT(w, field, want) wt_stat((w), offsetof(p2p_worker_stats, field), (want))
 
-static void wt_setup(const char *name) {
+static inline void wt_setup(const char *name) {
     signal(SIGPIPE, SIG_IGN);
     /* Under AddressSanitizer a child's SIGSEGV would become ASan's report and
      * exit status 1; the children (which read this at their start) leave
@@ -400,7 +401,7 @@ static void wt_setup(const char *name) {
     wt_client_start();
 }
 
-static int wt_teardown(void) {
+static inline int wt_teardown(void) {
     p2p_http_client_free(wt_client);
     wt_free_schemas();
     char cmd[700];
