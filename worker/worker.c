@@ -114,18 +114,24 @@ bool p2p__worker_can_do_work(p2p_worker *w) {
 }
 
 void p2p__broker_failed(p2p_worker *w, p2p__broker *b, const p2p_error *err) {
+    int64_t now = p2p__worker_now_ms();
     pthread_mutex_lock(&w->lock);
-    int failures = b->failures++;
+    /* The pollers of one broker fail together: one failure per backoff
+     * period counts, so that seven functions do not back off seven times as
+     * fast. */
+    bool counted = now >= b->retry_at_ms;
+    int failures = counted ? b->failures++ : b->failures;
     long delay = p2p_http_backoff_ms(P2P__BACKOFF_BASE_MS, P2P__BACKOFF_MAX_MS, failures);
     /* Full jitter can draw 0: keep a floor, so a dead broker is never hammered. */
     delay = delay < P2P__BACKOFF_BASE_MS / 2 ? P2P__BACKOFF_BASE_MS / 2 : delay;
-    b->retry_at_ms = p2p__worker_now_ms() + delay;
+    if (counted)
+        b->retry_at_ms = now + delay;
     pthread_mutex_unlock(&w->lock);
     /* Logged on the first failure, then at every tenth, to keep weeks of
      * logs readable while a broker is away. */
-    if (failures == 0)
+    if (counted && failures == 0)
         P2P_WARN("worker: %s; backing off", err->msg);
-    else if (failures % 10 == 0)
+    else if (counted && failures % 10 == 0)
         P2P_WARN("worker: %s (%d failures in a row; next try in %ld ms)", err->msg, failures + 1,
                  delay);
 }

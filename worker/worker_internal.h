@@ -35,7 +35,7 @@
 #define P2P__CAN_DO_RECHECK_MS 500
 /* Backoff of a broker that cannot be reached: base and cap, in ms. */
 #define P2P__BACKOFF_BASE_MS 500
-#define P2P__BACKOFF_MAX_MS 30000
+#define P2P__BACKOFF_MAX_MS 10000
 /* How long a poller waits before asking a broker again about a function it
  * does not serve (or serves in another version). */
 #define P2P__MISMATCH_RETRY_MS 60000
