@@ -73,6 +73,21 @@ static int check_parts(CURLU *u, const char *url, p2p_error *err) {
     return 0;
 }
 
+/* Host names are case-insensitive: one spelling, so that a broker is not
+ * polled twice under two. */
+static int lower_host(CURLU *u, p2p_error *err) {
+    char *host = NULL;
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        return p2p_error_set(err, P2P_ENOMEM, "out of memory reading a URL");
+    for (char *c = host; *c != '\0'; c++)
+        *c = (char)tolower((unsigned char)*c);
+    int rc = curl_url_set(u, CURLUPART_HOST, host, 0) == CURLUE_OK
+                 ? 0
+                 : p2p_error_set(err, P2P_ENOMEM, "out of memory writing a URL");
+    curl_free(host);
+    return rc;
+}
+
 /* Makes the path end with '/', so that "api/v1/..." resolves under it. */
 static int slash_path(CURLU *u, p2p_error *err) {
     char *path = NULL;
@@ -113,6 +128,8 @@ int p2p_discovery_normalize(const char *url, char **out, p2p_error *err) {
         rc = p2p_error_set(err, P2P_EINVAL, "\"%s\" is not a URL: %s", url, curl_url_strerror(uc));
     if (rc == 0)
         rc = check_parts(u, url, err);
+    if (rc == 0)
+        rc = lower_host(u, err);
     if (rc == 0)
         rc = slash_path(u, err);
     if (rc == 0 && curl_url_get(u, CURLUPART_URL, &text, 0) != CURLUE_OK)

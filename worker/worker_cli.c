@@ -171,7 +171,7 @@ static int parse_path(cli *c, int opt, const char *arg) {
 /* Returns 0 to go on, 1 after --help/--version (exit 0), 2 on a usage error. */
 static int parse_args(cli *c, int argc, char **argv) {
     int opt;
-    optind = 1;
+    optind = 0; /* 0, not 1: glibc then resets all of its state */
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         if (opt == OPT_VERSION) {
             printf("%s (p2prpc worker) %s\n", c->prog, P2P_VERSION);
