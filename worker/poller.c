@@ -175,10 +175,11 @@ static int verify(p2p__poller *p, p2p_error *err) {
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     url[strlen(url) - 1] = '\0'; /* .../api/v1/functions */
-    p2p_http_call req = {.method = "GET", .url = url, .idempotent = true, .timeout_ms = 10000};
+    p2p_http_call req = {.method = "GET", .url = url, .idempotent = true};
     p2p_http_reply resp;
     json_t *answer = NULL;
-    int rc = p2p_http_client_request(p->w->http, &req, &resp, err);
+    /* The quick client: the loop retries, and a stop does not wait long. */
+    int rc = p2p_http_client_request(p->w->quick, &req, &resp, err);
     if (rc == 0)
         rc = p2p_http_reply_check(&resp, err);
     if (rc == 0)
