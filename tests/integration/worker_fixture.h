@@ -149,7 +149,9 @@ size_t wf_tagged(const worker *w, pid_t *out, size_t max);
 void wf_await_gone(const pid_t *pids, size_t n, long timeout_ms);
 
 /* Fails unless no live process carries the worker's tag, other than the
- * worker itself while it runs (waits up to `timeout_ms` for them to go). */
+ * worker itself and its direct children while it runs (waits up to
+ * `timeout_ms` for them to go): nothing escaped its parent. Once the worker
+ * has exited, nothing of it may be left at all. */
 void wf_assert_no_orphans(const worker *w, long timeout_ms);
 
 /* ---- calls ---- */
