@@ -13,8 +13,9 @@
 #include <string.h>
 
 static const char *const create_members[] = {"identifier", "fingerprint", "args", "execute", NULL};
-static const char *const worker_members[] = {"identifier", "lease_token", "progress",   "heartbeat",
-                                             "outputs",    "error",       "terminated", NULL};
+static const char *const worker_members[] = {"identifier", "lease_token", "progress",
+                                             "heartbeat",  "outputs",     "error",
+                                             "terminated", "release",     NULL};
 static const char *const id_members[] = {"identifier", NULL};
 
 /* The file values among `values`: each blob must be on this broker with the
@@ -186,14 +187,17 @@ typedef enum update_kind {
     UP_PROGRESS,
     UP_OUTPUTS,
     UP_ERROR,
-    UP_TERMINATED
+    UP_TERMINATED,
+    UP_RELEASE
 } update_kind;
 
-/* Which update `body` is: exactly one of progress, outputs, error and
- * terminated, or a bare heartbeat (which may also ride with progress). */
+/* Which update `body` is: exactly one of progress, outputs, error,
+ * terminated and release, or a bare heartbeat (which may also ride with
+ * progress). */
 static int update_kind_of(p2p_http_request *req, const json_t *body, update_kind *kind) {
-    static const char *const names[] = {"progress", "outputs", "error", "terminated"};
-    static const update_kind kinds[] = {UP_PROGRESS, UP_OUTPUTS, UP_ERROR, UP_TERMINATED};
+    static const char *const names[] = {"progress", "outputs", "error", "terminated", "release"};
+    static const update_kind kinds[] = {UP_PROGRESS, UP_OUTPUTS, UP_ERROR, UP_TERMINATED,
+                                        UP_RELEASE};
     const json_t *hb = json_object_get(body, "heartbeat");
     if (hb != NULL && !json_is_true(hb)) {
         p2p_http_respond_error(req, 400, P2P_EINVAL, "\"heartbeat\" can only be true");
@@ -212,7 +216,8 @@ static int update_kind_of(p2p_http_request *req, const json_t *body, update_kind
         (hb != NULL && found == 1 && *kind != UP_PROGRESS)) {
         p2p_http_respond_error(req, 400, P2P_EINVAL,
                                "a worker update carries exactly one of \"progress\", "
-                               "\"heartbeat\", \"outputs\", \"error\" or \"terminated\"");
+                               "\"heartbeat\", \"outputs\", \"error\", \"terminated\" or "
+                               "\"release\"");
         return P2P_EINVAL;
     }
     return 0;
@@ -307,6 +312,23 @@ static void finish(p2p_http_request *req, p2p_broker *b, const json_t *body, con
         reply_update(req, call->identifier, status, call->terminate_requested, 0);
 }
 
+/* The worker gives the call back (it is shutting down): queued again at
+ * once, or terminated when it was asked to stop. */
+static void release(p2p_http_request *req, p2p_broker *b, const json_t *body, const p2p_call *call,
+                    const char *token) {
+    if (!json_is_true(json_object_get(body, "release"))) {
+        p2p_http_respond_error(req, 400, P2P_EINVAL, "\"release\" can only be true");
+        return;
+    }
+    p2p_error err = {0};
+    p2p_call_status status = P2P_CALL_QUEUED;
+    int rc = p2p_store_release(b->store, call->identifier, token, &status, &err);
+    if (rc != 0)
+        p2p__route_store_error(req, &err);
+    else
+        reply_update(req, call->identifier, status, call->terminate_requested, 0);
+}
+
 static void worker_update(p2p_http_request *req, p2p_broker *b, const p2p_schema *schema,
                           const json_t *body) {
     update_kind kind = UP_HEARTBEAT;
@@ -328,6 +350,8 @@ static void worker_update(p2p_http_request *req, p2p_broker *b, const p2p_schema
         renew(req, b, body, id, token, kind);
     else if (kind == UP_OUTPUTS)
         complete(req, b, schema, body, &call, token);
+    else if (kind == UP_RELEASE)
+        release(req, b, body, &call, token);
     else
         finish(req, b, body, &call, token, kind);
     p2p_call_cleanup(&call);

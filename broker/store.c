@@ -341,6 +341,14 @@ int p2p_store_mark_terminated(p2p_store *store, const char *identifier, const ch
     return store->ops->finish(store, identifier, token, P2P_CALL_TERMINATED, NULL, NULL, 0, err);
 }
 
+int p2p_store_release(p2p_store *store, const char *identifier, const char *token,
+                      p2p_call_status *status, p2p_error *err) {
+    p2p_call_status ignored;
+    int rc = check_lease(identifier, token, err);
+    return rc != 0 ? rc
+                   : store->ops->release(store, identifier, token, status ? status : &ignored, err);
+}
+
 int p2p_store_terminate(p2p_store *store, const char *identifier, p2p_call_status *status,
                         p2p_error *err) {
     p2p_call_status ignored;

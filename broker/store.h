@@ -67,7 +67,7 @@ typedef struct p2p_call {
     char *outputs;   /* owned; JSON text given to complete, or NULL */
     char *error;     /* owned; the failure message, or NULL */
     double progress; /* 0..100 */
-    int attempts;    /* how many times the call was claimed */
+    int attempts;    /* claims that counted: every claim, less those given back by release */
     /* The current lease while running; after that, the last lease ("" if never claimed). */
     char lease_token[P2P_STORE_TOKEN_LEN + 1];
     int64_t lease_expires_ms; /* 0 unless running */
@@ -248,6 +248,17 @@ int p2p_store_fail(p2p_store *store, const char *identifier, const char *token, 
  * p2p_store_complete(). */
 int p2p_store_mark_terminated(p2p_store *store, const char *identifier, const char *token,
                               p2p_error *err) P2P_NODISCARD;
+
+/* Gives a running call back (a worker shutting down cleanly): running ->
+ * queued at once, keeping its place in the queue, with the lease ended and
+ * progress 0. The claim does not count as an attempt (attempts - 1), since the
+ * worker did not fail it. A call asked to stop becomes terminated instead.
+ * Lease checks as p2p_store_renew(); repeating it with the same token once
+ * released gives 0 and changes nothing, so a worker may retry. `*status` (may
+ * be NULL) receives the status afterwards: queued or terminated (or what a
+ * repeated release finds). */
+int p2p_store_release(p2p_store *store, const char *identifier, const char *token,
+                      p2p_call_status *status, p2p_error *err) P2P_NODISCARD;
 
 /* Asks the call to stop. A pushed or queued call becomes terminated at once. A
  * running call gets terminate_requested, which its worker learns in the reply

@@ -27,6 +27,8 @@ typedef struct p2p__store_ops {
                   p2p_error *err);
     int (*terminate)(p2p_store *store, const char *identifier, p2p_call_status *status,
                      p2p_error *err);
+    int (*release)(p2p_store *store, const char *identifier, const char *token,
+                   p2p_call_status *status, p2p_error *err);
     int (*remove)(p2p_store *store, const char *identifier, p2p_store_hashes *orphans,
                   p2p_error *err);
     int (*restart)(p2p_store *store, const char *identifier, p2p_store_hashes *orphans,

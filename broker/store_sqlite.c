@@ -500,6 +500,15 @@ static int sq_terminate(p2p_store *store, const char *identifier, p2p_call_statu
     return rc;
 }
 
+static int sq_release(p2p_store *store, const char *identifier, const char *token,
+                      p2p_call_status *status, p2p_error *err) {
+    p2p__sq_op op = {.code = SQ_OP_RELEASE, .identifier = identifier, .token = token};
+    int rc = p2p__sq_submit(sq(store), &op, err);
+    if (rc == 0)
+        *status = op.status;
+    return rc;
+}
+
 static int sq_remove(p2p_store *store, const char *identifier, p2p_store_hashes *orphans,
                      p2p_error *err) {
     p2p__sq_op op = {.code = SQ_OP_DELETE, .identifier = identifier, .orphans = orphans};
@@ -551,6 +560,7 @@ static const p2p__store_ops sqlite_ops = {
     .renew = sq_renew,
     .finish = sq_finish,
     .terminate = sq_terminate,
+    .release = sq_release,
     .remove = sq_remove,
     .restart = sq_restart,
     .requeue_expired = sq_requeue_expired,

@@ -52,6 +52,7 @@ typedef enum p2p__sq_stmt_id {
     SQ_EXPIRE_FIND,
     SQ_CHECKPOINT_OLD,
     SQ_CHECKPOINT_SET,
+    SQ_RELEASE_CALL,
     SQ_STMT_COUNT
 } p2p__sq_stmt_id;
 
@@ -78,6 +79,7 @@ typedef enum p2p__sq_opcode {
     SQ_OP_REQUEUE_EXPIRED,
     SQ_OP_EXPIRE,
     SQ_OP_CHECKPOINT_PUT,
+    SQ_OP_RELEASE,
 } p2p__sq_opcode;
 
 /* One write operation, on the stack of the caller, who waits until `done`.
@@ -95,7 +97,7 @@ typedef struct p2p__sq_op {
     const char *name;       /* checkpoint */
     const char *hash;       /* checkpoint */
     double progress;        /* renew; < 0 = no progress */
-    p2p_call_status status; /* finish: the target; terminate: the result */
+    p2p_call_status status; /* finish: the target; terminate, release: the result */
     int64_t cutoff_ms;      /* expire */
     size_t limit;           /* expire */
 

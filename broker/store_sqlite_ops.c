@@ -369,6 +369,29 @@ static int op_terminate(p2p__sq_store *s, p2p__sq_op *op) {
     return rc != 0 ? rc : p2p__sq_note_change(s, h.seq, false, &op->error);
 }
 
+static int op_release(p2p__sq_store *s, p2p__sq_op *op) {
+    head h;
+    p2p_error *err = &op->error;
+    int rc = load_head(s, op->identifier, &h, err);
+    if (rc != 0)
+        return rc;
+    op->status = h.status;
+    /* A retry by the worker that released it: its first reply was lost. */
+    if ((h.status == P2P_CALL_QUEUED || h.status == P2P_CALL_TERMINATED) &&
+        strcmp(h.token, op->token) == 0)
+        return 0;
+    rc = check_lease(s, op->identifier, op->token, &h, err);
+    if (rc != 0)
+        return rc;
+    if (h.terminate_requested) {
+        op->status = P2P_CALL_TERMINATED;
+        return set_state(s, h.seq, P2P_CALL_TERMINATED, NULL, NULL, err);
+    }
+    op->status = P2P_CALL_QUEUED;
+    rc = exec_seq(s, SQ_RELEASE_CALL, h.seq, err);
+    return rc != 0 ? rc : p2p__sq_note_change(s, h.seq, false, err);
+}
+
 static int op_delete(p2p__sq_store *s, p2p__sq_op *op) {
     head h;
     int rc = load_head(s, op->identifier, &h, &op->error);
@@ -573,6 +596,8 @@ int p2p__sq_op_run(p2p__sq_store *s, p2p__sq_op *op) {
         return op_expire(s, op);
     case SQ_OP_CHECKPOINT_PUT:
         return op_checkpoint_put(s, op);
+    case SQ_OP_RELEASE:
+        return op_release(s, op);
     }
     return p2p_error_set(&op->error, P2P_EINTERNAL, "unknown store operation %d", (int)op->code);
 }

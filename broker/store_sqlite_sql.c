@@ -76,6 +76,9 @@ static const char *const sql_text[SQ_STMT_COUNT] = {
     [SQ_CHECKPOINT_SET] = "INSERT INTO checkpoints (seq, name, hash, updated_at) "
                           "VALUES (?1, ?2, ?3, ?20) ON CONFLICT (seq, name) "
                           "DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
+    /* The claim being given back does not count: attempts - 1. */
+    [SQ_RELEASE_CALL] = "UPDATE calls SET status = 'queued', attempts = max(attempts - 1, 0), "
+                        "progress = 0, lease_expires = NULL, " TOUCH " WHERE seq = ?1",
 };
 
 const char *p2p__sq_sql(p2p__sq_stmt_id id) {

@@ -277,6 +277,72 @@ static void test_worker_flow(void) {
     json_decref(c);
 }
 
+/* A worker that shuts down gives its call back: queued at once (a waiting
+ * search_work gets it), and the claim is not counted as an attempt. */
+static void test_worker_release(void) {
+    drain("p2prpc_add");
+    char id[P2P_HASH_HEX_LEN + 1];
+    snprintf(id, sizeof(id), "%s", create_add(7, 8, true, 201));
+    json_t *c = claim("p2prpc_add", 0);
+    ASSERT_TRUE(c != NULL);
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"progress\":25", NULL), 200);
+    char *before = snapshot();
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":false", NULL), 400);
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":1", NULL), 400);
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":true,\"progress\":3", NULL), 400);
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":true,\"heartbeat\":true", NULL), 400);
+    assert_unchanged(before);
+    free(before);
+
+    json_t *j = NULL;
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":true", &j), 200);
+    ASSERT_STR_EQ(str(j, "status"), "queued");
+    ASSERT_EQ(num(j, "lease_expires_ms"), 0);
+    ASSERT_TRUE(json_is_false(json_object_get(j, "terminate_requested")));
+    json_decref(j);
+    /* Repeated (a lost reply): 200, nothing changes. */
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":true", NULL), 200);
+    j = pull("p2prpc_add", id, NULL);
+    ASSERT_STR_EQ(str(j, "status"), "queued");
+    ASSERT_EQ(num(j, "attempts"), 0);
+    json_decref(j);
+    json_t *second = claim("p2prpc_add", 0);
+    ASSERT_TRUE(second != NULL);
+    ASSERT_STR_EQ(str(second, "identifier"), id);
+    ASSERT_EQ(num(second, "attempts"), 1);
+    /* The old lease is over; the new claimer's holds. */
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"heartbeat\":true", NULL), 409);
+    ASSERT_EQ(worker_push("p2prpc_add", c, "\"release\":true", NULL), 409);
+
+    /* A waiting search_work gets a released call at once. */
+    bg_call w;
+    bg_start(&w, &main_h, "POST", "/api/v1/p2prpc_add/search_work?wait=20", "{\"worker\":\"w-2\"}");
+    ASSERT_TRUE(wait_size(parked_of, NULL, 1, 5000));
+    int64_t released = test_now_ms();
+    ASSERT_EQ(worker_push("p2prpc_add", second, "\"release\":true", NULL), 200);
+    http_bg_join(&w.bg);
+    ASSERT_EQ(w.bg.resp.status, 200);
+    ASSERT_LT(w.bg.resp.done_ms - released, 2000);
+    json_t *again = http_json(&w.bg.resp);
+    http_resp_cleanup(&w.bg.resp);
+    ASSERT_STR_EQ(str(again, "identifier"), id);
+    ASSERT_EQ(num(again, "attempts"), 1);
+    /* A release after a terminate request ends the call as terminated. */
+    char body[200];
+    snprintf(body, sizeof(body), "{\"identifier\":\"%s\"}", id);
+    ASSERT_EQ(api("POST", "/api/v1/p2prpc_add/terminate", body, NULL), 200);
+    ASSERT_EQ(worker_push("p2prpc_add", again, "\"release\":true", &j), 200);
+    ASSERT_STR_EQ(str(j, "status"), "terminated");
+    ASSERT_TRUE(json_is_true(json_object_get(j, "terminate_requested")));
+    json_decref(j);
+    j = pull("p2prpc_add", id, NULL);
+    ASSERT_STR_EQ(str(j, "status"), "terminated");
+    json_decref(j);
+    json_decref(again);
+    json_decref(second);
+    json_decref(c);
+}
+
 static void test_bad_signature(void) {
     char *before = snapshot();
     char url[300];
@@ -405,6 +471,7 @@ int main(void) {
     TEST_RUN(test_create_execute_pull);
     TEST_RUN(test_bad_input);
     TEST_RUN(test_worker_flow);
+    TEST_RUN(test_worker_release);
     TEST_RUN(test_bad_signature);
     TEST_RUN(test_search_work_long_poll);
     TEST_RUN(test_pull_update_long_poll);

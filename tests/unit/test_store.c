@@ -423,6 +423,60 @@ static void test_attempts_limit(void) {
     p2p_call_cleanup(&call);
 }
 
+/* A worker gives its call back on shutdown: queued at once, in its old place,
+ * and the claim does not count as an attempt. */
+static void test_release(void) {
+    char id[P2P_STORE_ID_LEN + 1], token[P2P_STORE_TOKEN_LEN + 1];
+    char other[P2P_STORE_TOKEN_LEN + 1];
+    p2p_call_status status = P2P_CALL_DONE;
+    p2p_error err;
+    st_hex(id, 0xca11, 55);
+    st_create(store, FN, 55, true);
+    st_create(store, FN, 56, true);
+    /* More releases than max_attempts: never failed, attempts stay at 0. */
+    for (int i = 0; i < 5; i++) {
+        claim(55, token);
+        ASSERT_OK(p2p_store_progress(store, id, token, 30, NULL, NULL));
+        ASSERT_OK(p2p_store_release(store, id, token, &status, &err));
+        ASSERT_EQ(status, P2P_CALL_QUEUED);
+    }
+    p2p_call call;
+    p2p_call_init(&call);
+    get(55, &call);
+    ASSERT_EQ(call.status, P2P_CALL_QUEUED);
+    ASSERT_EQ(call.attempts, 0);
+    ASSERT_EQ(call.lease_expires_ms, 0);
+    ASSERT_EQ(call.progress, 0);
+    p2p_call_cleanup(&call);
+    /* A retry with the same token changes nothing; the lease is over for renewals. */
+    uint64_t v = version_of(55);
+    ASSERT_OK(p2p_store_release(store, id, token, &status, NULL));
+    ASSERT_EQ(status, P2P_CALL_QUEUED);
+    ASSERT_EQ(version_of(55), v);
+    ASSERT_EQ(p2p_store_renew(store, id, token, NULL, &err), P2P_ECONFLICT);
+    /* Claimed again by someone else: the old token is stale. */
+    claim(55, other);
+    ASSERT_EQ(p2p_store_release(store, id, token, NULL, &err), P2P_ECONFLICT);
+    ASSERT_STR_CONTAINS(err.msg, "stale lease");
+    /* Asked to stop: releasing it ends it as terminated. */
+    ASSERT_OK(p2p_store_terminate(store, id, NULL, NULL));
+    ASSERT_OK(p2p_store_release(store, id, other, &status, NULL));
+    ASSERT_EQ(status, P2P_CALL_TERMINATED);
+    ASSERT_EQ(status_of(55), P2P_CALL_TERMINATED);
+    ASSERT_OK(p2p_store_release(store, id, other, &status, NULL));
+    ASSERT_EQ(status, P2P_CALL_TERMINATED);
+    /* A finished call cannot be released; bad input is refused first. */
+    claim(56, token);
+    st_hex(id, 0xca11, 56);
+    ASSERT_OK(p2p_store_complete(store, id, token, "{}", NULL, 0, NULL));
+    ASSERT_EQ(p2p_store_release(store, id, token, NULL, &err), P2P_ECONFLICT);
+    ASSERT_STR_CONTAINS(err.msg, "done");
+    ASSERT_EQ(p2p_store_release(store, id, "xyz", NULL, &err), P2P_EINVAL);
+    ASSERT_EQ(p2p_store_release(store, "0", token, NULL, &err), P2P_EINVAL);
+    st_hex(id, 0xca11, 997);
+    ASSERT_EQ(p2p_store_release(store, id, token, NULL, &err), P2P_ENOTFOUND);
+}
+
 static void test_versions(void) {
     char id[P2P_STORE_ID_LEN + 1], token[P2P_STORE_TOKEN_LEN + 1], hash[P2P_STORE_ID_LEN + 1];
     st_hex(id, 0xca11, 60);
@@ -742,6 +796,7 @@ int main(void) {
     TEST_RUN(test_terminate);
     TEST_RUN(test_lease_expiry);
     TEST_RUN(test_attempts_limit);
+    TEST_RUN(test_release);
     TEST_RUN(test_versions);
     TEST_RUN(test_delete_orphans);
     TEST_RUN(test_restart_and_checkpoints);
