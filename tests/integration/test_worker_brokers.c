@@ -1,5 +1,6 @@
 /* Brokers as a worker finds and loses them:
- * - the discovery file takes comments and blank lines;
+ * - the discovery file takes comments (whole lines and after a URL), blank
+ *   lines and whitespace around a URL;
  * - with two brokers in it, one of them down, the work of the other is done;
  * - a broker the discovery file does not name, but that a known broker lists
  *   in its nodes route (--peer), gets its work done too, fairly with the
@@ -36,7 +37,7 @@ static void test_discovery_comments_and_blank_lines(void) {
              "\n"
              "   \n"
              "\t# an indented comment\n"
-             "%s\n"
+             "  %s   # the test broker, after a comment of its own\n"
              "\n"
              "# the end\n",
              b.url);

@@ -103,6 +103,8 @@ static void test_sigterm_releases_a_long_call(void) {
             took, requeued, wf_int(call, "attempts", -1));
     ASSERT_LT(requeued, 15000);
     ASSERT_TRUE(wf_str(call, "error") == NULL);
+    /* A release gives the claim back: it is not an attempt (protocol.md). */
+    ASSERT_EQ(wf_int(call, "attempts", -1), 0);
     json_decref(call);
     char *metrics = fx_metrics_text(&B);
     ASSERT_TRUE(fx_metric(metrics, "p2prpc_lease_requeued_total", NULL) == 0);
@@ -112,6 +114,7 @@ static void test_sigterm_releases_a_long_call(void) {
     worker w2;
     worker_start_for(&w2, "wshut_release2", &B, &(worker_config){.concurrency = 1, .grace = "1"});
     call = wf_await_progress(&B, WF_SLOW, id, 1, 60000);
+    ASSERT_EQ(wf_int(call, "attempts", -1), 1);
     json_decref(call);
     json_decref(wf_on_id(&B, WF_SLOW, "terminate", id));
     call = wf_await_status(&B, WF_SLOW, id, "done|failed|terminated", 30000);
