@@ -24,6 +24,10 @@ static size_t call_children(worker *w, pid_t *pids, size_t max) {
         TEST_FAIL_("worker %d runs a call but has no child process", (int)worker_pid(w));
     for (size_t i = 0; i < n; i++)
         fprintf(stderr, "  worker %d: child %d\n", (int)worker_pid(w), (int)pids[i]);
+    /* The children carry the worker's tag, so wf_assert_no_orphans sees
+     * them wherever they are reparented. */
+    pid_t tagged[64];
+    ASSERT_EQ(wf_tagged(w, tagged, 64), n + 1);
     return n;
 }
 

@@ -182,6 +182,8 @@ int wf_free_port(void) {
 
 /* ---- workers ---- */
 
+static bool has_tag(pid_t pid, const char *tag);
+
 void worker_init(worker *w, const char *name, const char *secret_path, const worker_config *cfg) {
     memset(w, 0, sizeof(*w));
     if (cfg != NULL)
@@ -334,6 +336,9 @@ void worker_start(worker *w) {
                    "broker(s)\": \"%s\"",
                    w->started);
     ASSERT_EQ(w->functions, WF_FN_COUNT);
+    /* The tag is what finds the worker's children wherever they end up. */
+    if (!has_tag(harness_proc_pid(w->proc), w->tag))
+        TEST_FAIL_("worker %d does not carry %s", (int)harness_proc_pid(w->proc), w->tag);
 }
 
 void worker_start_for(worker *w, const char *name, broker *b, const worker_config *cfg) {
