@@ -4,16 +4,19 @@
  * - crashing code: a function that dies of SIGSEGV and one that calls
  *   p2p_fail("bad frame") give failed calls carrying "SIGSEGV" and
  *   "bad frame", are not retried, and the same worker process then completes
- *   the next call;
+ *   the next call; so does a child killed from outside (SIGKILL);
+ * - capacity: --concurrency 2 never runs more than two children at once;
  * - files: an input blob is downloaded, the function's output file is hashed
  *   and uploaded by the worker (an output equal to a blob the broker has, and
  *   a new one), and the work directory is empty once the worker is stopped;
  * - no process of a worker outlives it. */
 #include "worker_fixture.h"
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static broker B;
 
@@ -125,6 +128,73 @@ static void test_crashes_fail_the_call_not_the_worker(void) {
     worker_cleanup(&w);
 }
 
+/* Something outside kills the function's process (the OOM killer, an
+ * operator): the call fails with the signal's name, the worker goes on. */
+static void test_child_killed_from_outside(void) {
+    worker w;
+    worker_start_for(&w, "wcalls_oom", &B, &(worker_config){.concurrency = 1});
+    char id[P2P_HASH_HEX_LEN + 1];
+    json_t *args = json_pack("{s:f, s:i}", "seconds", 60.0, "steps", 600);
+    wf_push(&B, WF_SLOW, args, id);
+    json_decref(args);
+    json_decref(wf_await_progress(&B, WF_SLOW, id, 0.1, 30000));
+    pid_t kids[64];
+    size_t n = wf_descendants(worker_pid(&w), kids, 64);
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(kill(kids[0], SIGKILL));
+    json_t *call = wf_await_status(&B, WF_SLOW, id, "done|failed|terminated", 30000);
+    wf_expect_status(call, "failed");
+    fprintf(stderr, "child killed: error \"%s\"\n", wf_str(call, "error"));
+    ASSERT_STR_CONTAINS(wf_str(call, "error"), "SIGKILL");
+    json_decref(call);
+    call = run_one(WF_ADD, fx_add_args(1, 99));
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 100);
+    json_decref(call);
+    worker_stop(&w, 30000);
+    wf_assert_no_orphans(&w, 5000);
+    worker_cleanup(&w);
+}
+
+/* --concurrency 2 with six calls queued: never more than two children at
+ * once, and two at some point. Sampled every 20 ms (the count of children
+ * has no event to wait for), bounded by the calls' end. */
+static void test_concurrency_limit(void) {
+    worker w;
+    worker_start_for(&w, "wcalls_conc", &B, &(worker_config){.concurrency = 2});
+    char ids[6][P2P_HASH_HEX_LEN + 1];
+    for (int i = 0; i < 6; i++) {
+        json_t *args = json_pack("{s:f, s:i}", "seconds", 0.6 + 0.01 * i, "steps", 3);
+        wf_push(&B, WF_SLOW, args, ids[i]);
+        json_decref(args);
+    }
+    size_t most = 0;
+    long long counts[6] = {0};
+    int64_t deadline = harness_now_ms() + 60000;
+    for (int i = 0; i < 3000 && harness_now_ms() < deadline; i++) {
+        pid_t kids[64];
+        size_t n = wf_descendants(worker_pid(&w), kids, 64);
+        most = n > most ? n : most;
+        ASSERT_LE(n, 2);
+        char *text = fx_metrics_text(&B);
+        const char *labels[] = {"function=\"p2prpc_slow\"", "status=\"done\"", NULL};
+        counts[3] = (long long)fx_metric(text, "p2prpc_calls", labels);
+        free(text);
+        if (counts[3] >= 6)
+            break;
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    fprintf(stderr, "--concurrency 2: at most %zu children at once\n", most);
+    ASSERT_EQ(most, 2);
+    for (int i = 0; i < 6; i++) {
+        json_t *call = wf_await_status(&B, WF_SLOW, ids[i], "done|failed|terminated", 60000);
+        wf_expect_status(call, "done");
+        json_decref(call);
+    }
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+}
+
 /* ---- files ---- */
 
 /* `len` pseudo-random bytes (xorshift64*), the same for the same seed. */
@@ -216,6 +286,8 @@ int main(void) {
     wf_broker_init(&B, "wcalls_broker", NULL);
     broker_start(&B);
     TEST_RUN(test_crashes_fail_the_call_not_the_worker);
+    TEST_RUN(test_child_killed_from_outside);
+    TEST_RUN(test_concurrency_limit);
     TEST_RUN(test_files_in_and_out);
     TEST_RUN(test_200_calls_through_two_workers);
     broker_stop(&B);

@@ -6,6 +6,8 @@
  *   all, nothing changes after done);
  * - a call that checkpoints: worker 2 resumes from worker 1's checkpoint,
  *   which the function's `started` output proves;
+ * - a worker stalled (SIGSTOP) past its lease: once it runs again its push is
+ *   refused, it stops its child, and the other worker's run completes;
  * - a long call whose function reports nothing for longer than the lease
  *   keeps its lease through the worker's heartbeats (one claim). */
 #include "worker_fixture.h"
@@ -124,6 +126,60 @@ static void test_checkpoint_resumes_on_another_worker(void) {
     worker_cleanup(&w2);
 }
 
+static bool attempts_at_least_2(const json_t *call, void *ctx) {
+    (void)ctx;
+    return wf_int(call, "attempts", 0) >= 2;
+}
+
+/* A worker that stalls (SIGSTOP) past its lease and comes back: its next push
+ * is refused as stale, so it stops its child and reports nothing; the other
+ * worker's run is the one that counts, and the stalled worker goes on. */
+static void test_stalled_worker_drops_its_stale_call(void) {
+    worker w1, w2;
+    worker_start_for(&w1, "wlease_s1", &B, &fast_renew);
+    char id[P2P_HASH_HEX_LEN + 1];
+    json_t *args = json_pack("{s:f, s:i}", "seconds", 8.0, "steps", 16);
+    wf_push(&B, WF_SLOW, args, id);
+    json_decref(args);
+    json_decref(wf_await_progress(&B, WF_SLOW, id, 5, 30000));
+    pid_t kids[64];
+    size_t n = call_children(&w1, kids, 64);
+    worker_start_for(&w2, "wlease_s2", &B, &fast_renew);
+
+    ASSERT_OK(harness_proc_signal(w1.proc, SIGSTOP, NULL));
+    json_t *call = wf_watch(&B, WF_SLOW, id, 30000, attempts_at_least_2, NULL);
+    wf_expect_status(call, "running");
+    json_decref(call);
+    int64_t resumed = harness_now_ms();
+    ASSERT_OK(harness_proc_signal(w1.proc, SIGCONT, NULL));
+    /* Its first renewal after the stall is refused: the child goes. */
+    wf_await_gone(kids, n, 10000);
+    fprintf(stderr, "stalled worker: stale child gone %lld ms after SIGCONT\n",
+            (long long)(harness_now_ms() - resumed));
+
+    call = wf_await_status(&B, WF_SLOW, id, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_int(call, "attempts", -1), 2);
+    ASSERT_EQ(wf_output_int(call, "done"), 16);
+    json_decref(call);
+
+    /* Worker 1 is still a working worker. */
+    worker_stop(&w2, 30000);
+    ASSERT_TRUE(harness_proc_running(w1.proc));
+    args = fx_add_args(5, 5);
+    wf_push(&B, WF_ADD, args, id);
+    json_decref(args);
+    call = wf_await_status(&B, WF_ADD, id, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 10);
+    json_decref(call);
+    worker_stop(&w1, 30000);
+    wf_assert_no_orphans(&w1, 5000);
+    wf_assert_no_orphans(&w2, 5000);
+    worker_cleanup(&w1);
+    worker_cleanup(&w2);
+}
+
 static void test_silent_call_keeps_its_lease(void) {
     worker w;
     worker_start_for(&w, "wlease_silent", &B, &fast_renew);
@@ -147,6 +203,7 @@ int main(void) {
     TEST_RUN(test_killed_worker_call_completes_elsewhere);
     TEST_RUN(test_checkpoint_resumes_on_another_worker);
     TEST_RUN(test_silent_call_keeps_its_lease);
+    TEST_RUN(test_stalled_worker_drops_its_stale_call);
     broker_stop(&B);
     broker_cleanup(&B);
     return 0;

@@ -7,7 +7,9 @@
  *   first one's;
  * - the broker stops for 5 s while the worker idles, and starts again on the
  *   same port: the same worker process picks up new work, without a restart
- *   of its own. */
+ *   of its own;
+ * - the broker goes away for 3 s in the middle of a call: the call still
+ *   completes, on its first attempt. */
 #include "worker_fixture.h"
 
 #include <stdio.h>
@@ -148,10 +150,39 @@ static void test_broker_restart(void) {
     broker_cleanup(&b);
 }
 
+/* The broker goes away for 3 s in the middle of a 6 s call (lease 60 s):
+ * the worker keeps the call, its pushes fail and are retried, and once the
+ * broker is back the call completes on its first attempt. */
+static void test_broker_restart_during_a_call(void) {
+    broker b;
+    wf_broker_init(&b, "wbrk_midcall_b", NULL);
+    broker_start(&b);
+    worker w;
+    worker_start_for(&w, "wbrk_midcall_w", &b,
+                     &(worker_config){.concurrency = 1, .lease_renew = "0.5"});
+    char id[P2P_HASH_HEX_LEN + 1];
+    json_t *args = json_pack("{s:f, s:i}", "seconds", 6.0, "steps", 12);
+    wf_push(&b, WF_SLOW, args, id);
+    json_decref(args);
+    json_decref(wf_await_progress(&b, WF_SLOW, id, 10, 30000));
+    wf_broker_restart_same_port(&b, 3000);
+    json_t *call = wf_await_status(&b, WF_SLOW, id, "done|failed|terminated", 90000);
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "done"), 12);
+    ASSERT_EQ(wf_int(call, "attempts", -1), 1);
+    json_decref(call);
+    expect_add_done(&b, 4, 4, 60000);
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+    broker_stop(&b);
+    broker_cleanup(&b);
+}
+
 int main(void) {
     TEST_RUN(test_discovery_comments_and_blank_lines);
     TEST_RUN(test_one_broker_down);
     TEST_RUN(test_brokers_from_nodes);
     TEST_RUN(test_broker_restart);
+    TEST_RUN(test_broker_restart_during_a_call);
     return 0;
 }
