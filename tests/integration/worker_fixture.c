@@ -411,6 +411,8 @@ bool worker_log_contains(const worker *w, const char *text) {
 
 /* ---- processes ---- */
 
+static void proc_cmdline(pid_t pid, char *out, size_t len);
+
 /* The state letter and parent of /proc/PID/stat; false when it is gone. */
 static bool proc_stat(pid_t pid, char *state, pid_t *ppid) {
     char path[64], *text = NULL;
@@ -451,12 +453,13 @@ static size_t list_pids(pid_t *out, size_t max) {
     return n;
 }
 
-size_t wf_descendants(pid_t pid, pid_t *out, size_t max) {
+/* Live children of `pid`, grandchildren too when `deep`. */
+static size_t tree(pid_t pid, bool deep, pid_t *out, size_t max) {
     static pid_t all[4096];
     size_t n_all = list_pids(all, sizeof(all) / sizeof(all[0]));
     size_t n = 0;
     /* Breadth first over the tree: out[] is the queue of parents. */
-    for (size_t head = 0; head <= n; head++) {
+    for (size_t head = 0; head <= n && (deep || head == 0); head++) {
         pid_t parent = head == 0 ? pid : out[head - 1];
         for (size_t i = 0; i < n_all && n < max; i++) {
             char state = 0;
@@ -466,6 +469,24 @@ size_t wf_descendants(pid_t pid, pid_t *out, size_t max) {
         }
     }
     return n;
+}
+
+size_t wf_descendants(pid_t pid, pid_t *out, size_t max) {
+    return tree(pid, true, out, max);
+}
+
+size_t wf_children(pid_t pid, pid_t *out, size_t max) {
+    return tree(pid, false, out, max);
+}
+
+void wf_print_procs(const pid_t *pids, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char cmd[512], state = '?';
+        pid_t ppid = 0;
+        proc_cmdline(pids[i], cmd, sizeof(cmd));
+        (void)proc_stat(pids[i], &state, &ppid);
+        fprintf(stderr, "  pid %d ppid %d state %c: %s\n", (int)pids[i], (int)ppid, state, cmd);
+    }
 }
 
 /* True when /proc/PID/environ holds the entry `tag`. */

@@ -140,6 +140,13 @@ bool worker_log_contains(const worker *w, const char *text);
  * of /proc/N/stat; up to `max` into `out`. Returns their number. */
 size_t wf_descendants(pid_t pid, pid_t *out, size_t max);
 
+/* The same for direct children only: the processes the worker started (a
+ * sanitizer's helper task under a child is not one). */
+size_t wf_children(pid_t pid, pid_t *out, size_t max);
+
+/* Prints pid, ppid, state and command line of each process to stderr. */
+void wf_print_procs(const pid_t *pids, size_t n);
+
 /* Live processes whose environment carries the worker's tag: the worker and
  * every child it started, whoever their parent is now. */
 size_t wf_tagged(const worker *w, pid_t *out, size_t max);
