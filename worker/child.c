@@ -185,6 +185,9 @@ static int decode(job *j, const p2p_worker_function *fns, size_t n, p2p_error *e
     j->out_dir = str(j->json, "out_dir");
     if (j->identifier == NULL || j->token == NULL || j->base == NULL || j->out_dir == NULL)
         return p2p_error_set(err, P2P_EPROTO, "the job lacks a member");
+    /* Started ahead of its call (spares.c): its directory comes with the job. */
+    if (chdir(j->out_dir) != 0)
+        return p2p_error_errno(err, P2P_EIO, errno, "cannot enter %s", j->out_dir);
     p2p_log_level level = P2P_LOG_INFO;
     if (p2p_log_parse_level(str(j->json, "log_level"), &level) == 0)
         p2p_log_set_level(level);

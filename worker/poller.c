@@ -26,6 +26,8 @@
 #define ANSWER_MAX (16u << 20)
 /* The answer may come this long after the wait ran out. */
 #define SLACK_MS 15000
+/* How long a stopping worker still listens for a search_work answer. */
+#define DRAIN_MS 250
 
 struct p2p__poller {
     p2p_worker *w;
@@ -111,19 +113,29 @@ static void set_options(p2p__poller *p, struct curl_slist *headers) {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, p);
 }
 
-/* Drives the transfer until it ends or the worker stops (P2P_ECANCELED). */
+/* Drives the transfer until it ends or the worker stops (P2P_ECANCELED).
+ * A stop does not drop the long-poll at once: the broker may have claimed a
+ * call for it an instant before, and that answer, dropped, would leave the
+ * call to its lease's expiry. A short drain lets such an answer arrive (the
+ * call is then released); past it the request is dropped, and the broker,
+ * seeing the hang-up, claims nothing more for it. */
 static int drive(p2p__poller *p, CURLcode *cc) {
     int running = 1;
+    int64_t drain_until = 0;
     *cc = CURLE_OK;
     while (running) {
         if (curl_multi_perform(p->multi, &running) != CURLM_OK)
             return P2P_EINTERNAL;
         if (!running)
             break;
-        if (atomic_load(&p->w->stopping))
+        int64_t now = p2p__worker_now_ms();
+        if (atomic_load(&p->w->stopping) && drain_until == 0)
+            drain_until = now + DRAIN_MS;
+        if (drain_until != 0 && now >= drain_until)
             return P2P_ECANCELED;
+        int timeout = drain_until != 0 ? (int)(drain_until - now) : 60000;
         /* Sleeps until data, curl's own timer, or curl_multi_wakeup. */
-        if (curl_multi_poll(p->multi, NULL, 0, 60000, NULL) != CURLM_OK)
+        if (curl_multi_poll(p->multi, NULL, 0, timeout, NULL) != CURLM_OK)
             return P2P_EINTERNAL;
     }
     int left = 0;
@@ -163,10 +175,11 @@ static int verify(p2p__poller *p, p2p_error *err) {
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     url[strlen(url) - 1] = '\0'; /* .../api/v1/functions */
-    p2p_http_call req = {.method = "GET", .url = url, .idempotent = true, .timeout_ms = 10000};
+    p2p_http_call req = {.method = "GET", .url = url, .idempotent = true};
     p2p_http_reply resp;
     json_t *answer = NULL;
-    int rc = p2p_http_client_request(p->w->http, &req, &resp, err);
+    /* The quick client: the loop retries, and a stop does not wait long. */
+    int rc = p2p_http_client_request(p->w->quick, &req, &resp, err);
     if (rc == 0)
         rc = p2p_http_reply_check(&resp, err);
     if (rc == 0)

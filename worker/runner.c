@@ -238,31 +238,42 @@ static void report(p2p__run *r, p2p__ending *e) {
 
 /* ---- the run ---- */
 
+/* A spare child (spares.c), or a new one. A spare that cannot take the job
+ * (it died just now) is replaced by a new one. */
+static int start_child(p2p__run *r, const char *job, p2p__child *child, p2p_error *err) {
+    if (p2p__spare_take(r->w, child)) {
+        if (p2p__child_send_job(child, job, strlen(job), err) == 0)
+            return 0;
+        P2P_WARN("worker: call %s: %s; starting another child", r->claim.identifier, err->msg);
+        p2p__child_cleanup(child);
+    }
+    int rc = p2p__child_spawn(r->w->child_program, r->w->work_dir, child, err);
+    return rc != 0 ? rc : p2p__child_send_job(child, job, strlen(job), err);
+}
+
 static void run_child(p2p__run *r) {
     p2p_error err = {0};
     p2p__child child = {.pidfd = -1, .sock = -1};
     char *job = job_text(r);
-    char *cwd = p2p_fs_join(r->dir, "out");
-    int rc = job != NULL && cwd != NULL ? 0 : p2p_error_set(&err, P2P_ENOMEM, "out of memory");
+    int rc = job != NULL ? 0 : p2p_error_set(&err, P2P_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = p2p__child_spawn(r->w->child_program, cwd, &child, &err);
-    if (rc == 0)
-        rc = p2p__child_send_job(&child, job, strlen(job), &err);
+        rc = start_child(r, job, &child, &err);
     if (job != NULL)
         explicit_bzero(job, strlen(job)); /* it holds the secret */
     free(job);
-    free(cwd);
-    if (rc != 0 && child.pid <= 0) {
+    if (rc != 0) {
         /* Not the call's fault: another worker may run it. */
         P2P_ERROR("worker: call %s: %s", r->claim.identifier, err.msg);
+        p2p__child_cleanup(&child);
         p2p__claim_release(r->w, r->b, r->function, &r->claim);
         return;
     }
-    /* A job that could not be sent: the child reports it, or dies. */
     p2p__ending ending;
     p2p__watch(r, &child, &ending);
-    p2p__child_cleanup(&child);
     report(r, &ending);
+    /* It sent its result: it should be gone in a moment. */
+    p2p__child_finish(&child, r->w->opts.grace_ms > 1000 ? r->w->opts.grace_ms : 1000);
+    p2p__child_cleanup(&child);
     json_decref(ending.result);
 }
 

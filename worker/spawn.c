@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -158,6 +159,19 @@ bool p2p__child_reap(p2p__child *c, bool wait) {
         c->wstatus = 0;
     }
     return c->reaped;
+}
+
+void p2p__child_finish(p2p__child *c, int64_t wait_ms) {
+    if (c->pid <= 0 || c->reaped)
+        return;
+    struct pollfd pfd = {.fd = c->pidfd, .events = POLLIN};
+    int64_t deadline = p2p__worker_now_ms() + wait_ms;
+    for (int64_t left = wait_ms; left > 0; left = deadline - p2p__worker_now_ms()) {
+        if (poll(&pfd, 1, left > 60000 ? 60000 : (int)left) != 0)
+            break;
+    }
+    p2p__child_kill(c, SIGKILL); /* its own children, or itself if it hangs */
+    p2p__child_reap(c, true);
 }
 
 void p2p__child_cleanup(p2p__child *c) {

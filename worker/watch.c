@@ -221,7 +221,9 @@ void p2p__watch(p2p__run *r, p2p__child *child, p2p__ending *out) {
                .kill_at_ms = INT64_MAX};
     if (atomic_load(&r->w->aborting))
         on_abort(&x);
-    while (!x.exited) {
+    /* Once the result is in, the call can be reported: the child's exit is
+     * awaited afterwards (p2p__child_finish), off the call's latency. */
+    while (!x.exited && out->result == NULL) {
         wait_once(&x);
         if (!x.killed && p2p__worker_now_ms() >= x.kill_at_ms) {
             P2P_WARN("worker: call %s: still running after the grace; SIGKILL",
@@ -229,8 +231,9 @@ void p2p__watch(p2p__run *r, p2p__child *child, p2p__ending *out) {
             p2p__child_kill(child, SIGKILL);
             x.killed = true;
         }
-        if (!x.exited)
+        if (!x.exited && out->result == NULL)
             maybe_push(&x);
     }
+    out->exited = x.exited;
     free(x.buf);
 }

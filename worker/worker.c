@@ -49,6 +49,7 @@ void p2p_worker_options_init(p2p_worker_options *opts) {
         .poll_wait_s = P2P_WORKER_DEFAULT_POLL_WAIT_S,
         .gossip_interval_ms = P2P_WORKER_DEFAULT_GOSSIP_MS,
         .progress_interval_ms = P2P_WORKER_DEFAULT_PROGRESS_MS,
+        .spare_children = -1,
     };
 }
 
@@ -204,6 +205,9 @@ static int check_options(const p2p_worker_options *o, p2p_error *err) {
                              "worker: gossip interval >= 100 ms, progress interval 0 to 60 s");
     if (o->secret != NULL && o->secret_len == 0)
         return p2p_error_set(err, P2P_EINVAL, "worker: the secret is empty");
+    if (o->spare_children < -1 || o->spare_children > P2P__MAX_SPARES)
+        return p2p_error_set(err, P2P_EINVAL, "worker: spare children must be -1 to %d",
+                             P2P__MAX_SPARES);
     return 0;
 }
 
@@ -280,6 +284,8 @@ int p2p_worker_new(const p2p_worker_options *opts, const p2p_worker_function *fn
     rc = init_sync(w, err);
     if (rc == 0)
         rc = copy_options(w, o, err);
+    unsigned spares = o->concurrency < P2P__MAX_SPARES ? o->concurrency : P2P__MAX_SPARES;
+    w->target_spares = o->spare_children >= 0 ? (unsigned)o->spare_children : spares;
     if (rc == 0 && (w->slots = calloc(o->concurrency, sizeof(*w->slots))) == NULL)
         rc = p2p_error_set(err, P2P_ENOMEM, "worker: out of memory");
     if (rc != 0) {
@@ -413,6 +419,10 @@ int p2p_worker_start(p2p_worker *w, p2p_error *err) {
         rc = make_clients(w, err);
     if (rc == 0)
         rc = prepare_work_dir(w, err);
+    if (rc == 0 && w->target_spares > 0 &&
+        (rc = pthread_create(&w->spawner, NULL, p2p__spawner_main, w)) != 0)
+        rc = p2p_error_errno(err, P2P_ENOMEM, rc, "worker: cannot start the spawner thread");
+    w->spawner_started = rc == 0 && w->target_spares > 0;
     if (rc == 0)
         rc = add_first_brokers(w, err);
     if (rc == 0 && (rc = pthread_create(&w->gossip, NULL, p2p__gossip_main, w)) != 0)
@@ -484,6 +494,14 @@ static void teardown(p2p_worker *w) {
     if (w->gossip_started)
         pthread_join(w->gossip, NULL);
     w->gossip_started = false;
+    pthread_mutex_lock(&w->lock);
+    w->spawner_exit = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    if (w->spawner_started)
+        pthread_join(w->spawner, NULL);
+    w->spawner_started = false;
+    p2p__spares_cleanup(w);
     free_brokers(w);
     for (unsigned i = 0; i < w->opts.concurrency; i++) {
         if (w->slots[i].joinable)

@@ -8,6 +8,7 @@
  *   watch.c        the runner's loop over a running child: progress, heartbeats, kills
  *   wire.c         requests to a broker: pushes, blobs with HEAD and Range
  *   spawn.c        the parent side of a child: posix_spawn, pidfd, socket, reaping
+ *   spares.c       children started ahead of their call, by a spawner thread
  *   child.c        the child side: job, input blobs, the adapter, output blobs
  *   runtime.c      p2p_progress_hook, p2p_fail, p2p_checkpoint_save/load
  *   throttle.c     coalescing progress updates to a few a second */
@@ -135,7 +136,8 @@ typedef struct p2p__child {
 } p2p__child;
 
 /* Starts `program` with argv {program, P2P_WORKER_CHILD_FLAG, PARENT_PID}, in
- * its own process group, with `cwd` as its working directory, stdin from
+ * its own process group, with `cwd` as its working directory (until it
+ * reads its job: then the call's out_dir), stdin from
  * /dev/null, stdout on stderr, signals at their defaults, and the control
  * socket as fd P2P__CHILD_FD. Must be called from the thread that will reap
  * it (the child dies with that thread: PR_SET_PDEATHSIG). */
@@ -152,8 +154,25 @@ void p2p__child_kill(p2p__child *c, int sig);
  * is reaped. */
 bool p2p__child_reap(p2p__child *c, bool wait);
 
+/* Gives a child that sent its result up to `wait_ms` to exit, then kills
+ * its process group (what it started dies with it) and reaps it. */
+void p2p__child_finish(p2p__child *c, int64_t wait_ms);
+
 /* Kills and reaps the child if still there, and closes its descriptors. */
 void p2p__child_cleanup(p2p__child *c);
+
+/* ---- spares.c ---- */
+
+/* Most children kept started ahead of their call. */
+#define P2P__MAX_SPARES 4
+
+/* Takes a spare child, alive and waiting for its job, into `*out`; false
+ * when there is none. */
+bool p2p__spare_take(p2p_worker *w, p2p__child *out);
+/* The spawner thread: keeps target_spares children started. */
+void *p2p__spawner_main(void *arg);
+/* Kills and reaps the spares left (the spawner has stopped). */
+void p2p__spares_cleanup(p2p_worker *w);
 
 /* ---- child.c ---- */
 
@@ -233,6 +252,11 @@ struct p2p_worker {
     unsigned busy;
     pthread_t gossip;
     bool gossip_started;
+    pthread_t spawner;
+    bool spawner_started;
+    p2p__child spares[P2P__MAX_SPARES]; /* under lock */
+    unsigned nspares, target_spares;
+    bool spawner_exit;      /* under lock: no call runs any more, the spawner may go */
     p2p_http_client *quick; /* gossip and probes: short timeouts, no retries */
     char **aliases;         /* URLs found to name a broker already polled */
     size_t naliases;
@@ -315,9 +339,11 @@ typedef struct p2p__ending {
     bool aborted;           /* killed because the shutdown grace was over */
     int wstatus;            /* from waitpid */
     p2p__throttle progress; /* what is still to be pushed */
+    bool exited;            /* reaped (else it sent its result and may still be exiting) */
 } p2p__ending;
 
-/* Watches the running `child` of `r` until it exited and is reaped: relays
+/* Watches the running `child` of `r` until it sent its result, or exited and
+ * is reaped: relays
  * its progress (throttled), heartbeats when it is silent, kills it when the
  * broker asks (SIGTERM, then SIGKILL after the grace), when the lease is
  * lost, or when the worker aborts. Fills `out` (its result is the caller's

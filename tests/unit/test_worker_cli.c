@@ -116,8 +116,8 @@ static void test_whole_run(void) {
     size_t len = 0;
     ASSERT_OK(p2p_fs_read_file(out, 4096, &line, &len, NULL));
     ASSERT_TRUE(strncmp(line, "worker ", 7) == 0);
-    ASSERT_STR_CONTAINS(line, " serving 7 function(s) from 1 broker(s)\n");
-    ASSERT_EQ(len, strlen("worker  serving 7 function(s) from 1 broker(s)\n") + 36);
+    ASSERT_STR_CONTAINS(line, " serving 8 function(s) from 1 broker(s)\n");
+    ASSERT_EQ(len, strlen("worker  serving 8 function(s) from 1 broker(s)\n") + 36);
     free(line);
 }
 

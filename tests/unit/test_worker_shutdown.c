@@ -97,6 +97,16 @@ static void test_graceful_finish(void) {
     char id[P2P_HASH_HEX_LEN + 1];
     wt_call(broker.url, F_SLOW, "{\"ms\":1500,\"steps\":3}", id);
     json_decref(wt_wait(broker.url, F_SLOW, id, "running", 20000));
+    /* Running in the worker, not only claimed (a claim that lands as the
+     * worker stops is given back instead). */
+    p2p_worker_stats st;
+    for (int i = 0; i < 500; i++) {
+        p2p_worker_get_stats(w, &st);
+        if (st.running > 0)
+            break;
+        sleep_ms(10);
+    }
+    ASSERT_EQ(st.running, 1);
     int64_t start = wt_now_ms();
     p2p_worker_stop(w);
     int64_t took = wt_now_ms() - start;

@@ -130,7 +130,22 @@ static int fn_resume(const p2p_value *in, p2p_value *out, const char *out_dir) {
     return 0;
 }
 
-enum { F_ADD, F_NOOP, F_CAT, F_SEGV, F_BAD_FRAME, F_SLOW, F_RESUME, F_COUNT };
+/* fork(x): starts a process of its own that sleeps, reports its pid as
+ * progress (pid of pid), then sleeps x ms itself. */
+static int fn_fork(const p2p_value *in, p2p_value *out, const char *out_dir) {
+    (void)out_dir;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sleep_ms(60000);
+        _exit(0);
+    }
+    p2p_progress_hook(pid, pid);
+    sleep_ms(in[0].as.i64);
+    p2p_value_set_int64(&out[0], pid);
+    return 0;
+}
+
+enum { F_ADD, F_NOOP, F_CAT, F_SEGV, F_BAD_FRAME, F_SLOW, F_RESUME, F_FORK, F_COUNT };
 static p2p_schema *wt_schemas[F_COUNT];
 static p2p_worker_function wt_fns[F_COUNT];
 
@@ -157,6 +172,7 @@ static inline void wt_build_schemas(void) {
         [F_BAD_FRAME] = {"p2prpc_bad_frame", x_in, y_out, 1, fn_bad_frame},
         [F_SLOW] = {"p2prpc_slow", slow_in, slow_out, 2, fn_slow},
         [F_RESUME] = {"p2prpc_resume", slow_in, resume_out, 2, fn_resume},
+        [F_FORK] = {"p2prpc_fork", x_in, y_out, 1, fn_fork},
     };
     for (int i = 0; i < F_COUNT; i++) {
         ASSERT_OK(p2p_schema_build(defs[i].name, defs[i].in, defs[i].n_in, defs[i].out, 1,
