@@ -139,7 +139,7 @@ static void test_child_killed_from_outside(void) {
     json_decref(args);
     json_decref(wf_await_progress(&B, WF_SLOW, id, 0.1, 30000));
     pid_t kids[64];
-    size_t n = wf_children(worker_pid(&w), kids, 64);
+    size_t n = wf_call_children(&w, id, kids, 64);
     ASSERT_EQ(n, 1);
     ASSERT_OK(kill(kids[0], SIGKILL));
     json_t *call = wf_await_status(&B, WF_SLOW, id, "done|failed|terminated", 30000);
@@ -156,8 +156,9 @@ static void test_child_killed_from_outside(void) {
     worker_cleanup(&w);
 }
 
-/* --concurrency 2 with six calls queued: never more than two children at
- * once, and two at some point. Sampled every 20 ms (the count of children
+/* --concurrency 2 with six calls queued: never more than two children
+ * running a call at once, and two at some point (spare children waiting for
+ * a call do not count). Sampled every 20 ms (the count of children
  * has no event to wait for), bounded by the calls' end. */
 static void test_concurrency_limit(void) {
     worker w;
@@ -173,7 +174,7 @@ static void test_concurrency_limit(void) {
     int64_t deadline = harness_now_ms() + 60000;
     for (int i = 0; i < 3000 && harness_now_ms() < deadline; i++) {
         pid_t kids[64];
-        size_t n = wf_children(worker_pid(&w), kids, 64);
+        size_t n = wf_call_children(&w, NULL, kids, 64);
         most = n > most ? n : most;
         if (n > 2) {
             wf_print_procs(kids, n);

@@ -36,7 +36,7 @@ static size_t start_long_call(wf_fn f, json_t *args, char id[P2P_HASH_HEX_LEN + 
         HARNESS_EXPECT(&r, 200, NULL);
         v = harness_reply_int(&r, "version", v);
         harness_reply_cleanup(&r);
-        n = wf_descendants(worker_pid(&W), kids, max);
+        n = wf_call_children(&W, id, kids, max);
     }
     if (n == 0)
         TEST_FAIL_("no child process while call %.12s runs", id);

@@ -479,6 +479,24 @@ size_t wf_children(pid_t pid, pid_t *out, size_t max) {
     return tree(pid, false, out, max);
 }
 
+size_t wf_call_children(const worker *w, const char *id, pid_t *out, size_t max) {
+    pid_t kids[MAX_PROCS];
+    size_t n = wf_children(worker_pid(w), kids, MAX_PROCS), k = 0;
+    char want[64];
+    snprintf(want, sizeof(want), "/call-%.16s", id ? id : "");
+    for (size_t i = 0; i < n && k < max; i++) {
+        char link[64], cwd[HARNESS_PATH_MAX];
+        snprintf(link, sizeof(link), "/proc/%d/cwd", (int)kids[i]);
+        ssize_t len = readlink(link, cwd, sizeof(cwd) - 1);
+        if (len <= 0)
+            continue;
+        cwd[len] = '\0';
+        if (strstr(cwd, want) != NULL)
+            out[k++] = kids[i];
+    }
+    return k;
+}
+
 void wf_print_procs(const pid_t *pids, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char cmd[512], state = '?';

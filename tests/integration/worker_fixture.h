@@ -144,6 +144,12 @@ size_t wf_descendants(pid_t pid, pid_t *out, size_t max);
  * sanitizer's helper task under a child is not one). */
 size_t wf_children(pid_t pid, pid_t *out, size_t max);
 
+/* The worker's children that run a call: their working directory is the
+ * call's out/ directory (WORK_DIR/w-XXXXXX/call-ID16-XXXXXX/out, see
+ * notes/worker-changes.md), which tells them from the spare children the
+ * worker starts ahead of their call. `id` NULL = any call. */
+size_t wf_call_children(const worker *w, const char *id, pid_t *out, size_t max);
+
 /* Prints pid, ppid, state and command line of each process to stderr. */
 void wf_print_procs(const pid_t *pids, size_t n);
 
