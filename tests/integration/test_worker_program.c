@@ -10,6 +10,7 @@
 
 #include "fsutil.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -59,6 +60,33 @@ static void test_usage_errors(void) {
     ASSERT_EQ(
         run((const char *[]){"--concurrency", "0", "--discovery", "/nonexistent", NULL}, &out), 2);
     free(out);
+    static const char *const bad[][2] = {
+        {"--concurrency", "1025"}, {"--poll-wait", "0"},           {"--poll-wait", "301"},
+        {"--poll-wait", "1.5"},    {"--lease-renew-seconds", "0"}, {"--lease-renew-seconds", "nan"},
+        {"--grace-seconds", "-1"}, {"--grace-seconds", "3601"},    {"--log-level", "loud"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int st =
+            run((const char *[]){bad[i][0], bad[i][1], "--discovery", "/nonexistent", NULL}, &out);
+        if (st != 2)
+            TEST_FAIL_("%s %s: exit %d, not 2 (usage); output: %s", bad[i][0], bad[i][1], st, out);
+        ASSERT_STR_CONTAINS(out, bad[i][0] + 2);
+        free(out);
+    }
+    /* The hidden child flag by hand: no job to run, an error, no hang. */
+    ASSERT_EQ(run((const char *[]){"--p2p-child", NULL}, &out), 1);
+    free(out);
+}
+
+static void test_dump_schemas_to_stdout(void) {
+    char *out = NULL;
+    ASSERT_EQ(run((const char *[]){"--dump-schemas", "-", NULL}, &out), 0);
+    json_error_t jerr;
+    json_t *all = json_loads(out, 0, &jerr);
+    if (!json_is_array(all))
+        TEST_FAIL_("--dump-schemas - did not print a JSON array: %s (%s)", out, jerr.text);
+    ASSERT_EQ(json_array_size(all), WF_FN_COUNT);
+    json_decref(all);
+    free(out);
 }
 
 static void test_dump_schemas(void) {
@@ -105,8 +133,9 @@ static void expect_start_error(const char *name, const char *discovery_text, con
     ASSERT_TRUE(WIFEXITED(st));
     ASSERT_NE(WEXITSTATUS(st), 0);
     ASSERT_TRUE(strstr(log, "serving") == NULL);
-    /* The message names the file or says that there is no broker. */
-    ASSERT_TRUE(strstr(log, hint) != NULL || strstr(log, "broker") != NULL);
+    ASSERT_EQ(WEXITSTATUS(st), 1);
+    /* The message names the file (and line) or says that there is no broker. */
+    ASSERT_TRUE(strstr(log, hint) != NULL || strstr(log, "no broker") != NULL);
     free(log);
     worker_cleanup(&w);
 }
@@ -115,6 +144,38 @@ static void test_bad_discovery(void) {
     expect_start_error("wcli_missing", NULL, "discovery");
     expect_start_error("wcli_empty", "", "discovery");
     expect_start_error("wcli_comments", "# nothing here\n\n   \n", "discovery");
+    expect_start_error("wcli_badline", "http://127.0.0.1:1\nnot a url\n", "discovery.txt:2");
+    expect_start_error("wcli_ftp", "ftp://127.0.0.1:21/\n", "discovery.txt:1");
+}
+
+static void test_unreadable_secret(void) {
+    worker w;
+    worker_init(&w, "wcli_secret", NULL, NULL);
+    snprintf(w.secret_path, sizeof(w.secret_path), "%.900s/no_such_secret", w.dir);
+    worker_set_discovery(&w, "http://127.0.0.1:1\n");
+    int st = worker_run(&w, 30000);
+    ASSERT_TRUE(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 1);
+    ASSERT_TRUE(worker_log_contains(&w, "no_such_secret"));
+    worker_cleanup(&w);
+}
+
+/* SIGINT stops the worker like SIGTERM. */
+static void test_sigint(void) {
+    worker w;
+    worker_init(&w, "wcli_sigint", NULL, NULL);
+    /* A broker that is down: the worker starts all the same. */
+    char text[64];
+    snprintf(text, sizeof(text), "http://127.0.0.1:%d\n", wf_free_port());
+    worker_set_discovery(&w, text);
+    worker_start(&w);
+    ASSERT_EQ(w.brokers, 1);
+    ASSERT_OK(harness_proc_signal(w.proc, SIGINT, NULL));
+    int st = worker_wait(&w, 30000);
+    ASSERT_TRUE(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    wf_assert_no_orphans(&w, 5000);
+    worker_cleanup(&w);
 }
 
 static void test_node_id_kept(void) {
@@ -148,7 +209,10 @@ int main(void) {
     TEST_RUN(test_help_and_version);
     TEST_RUN(test_usage_errors);
     TEST_RUN(test_dump_schemas);
+    TEST_RUN(test_dump_schemas_to_stdout);
     TEST_RUN(test_bad_discovery);
+    TEST_RUN(test_unreadable_secret);
+    TEST_RUN(test_sigint);
     TEST_RUN(test_node_id_kept);
     ASSERT_OK(harness_rmtree(dir, NULL));
     return 0;
