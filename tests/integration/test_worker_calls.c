@@ -102,6 +102,9 @@ static void test_crashes_fail_the_call_not_the_worker(void) {
     ASSERT_STR_CONTAINS(wf_str(call, "error"), "bad frame");
     ASSERT_EQ(wf_int(call, "attempts", -1), 1);
     json_decref(call);
+    /* What the function printed went to the worker's stderr, not its stdout. */
+    ASSERT_EQ(harness_proc_stdout_lines(w.proc), 1);
+    ASSERT_TRUE(worker_log_contains(&w, "p2prpc_bad_frame: about to fail"));
 
     /* The same worker process carries on. */
     ASSERT_TRUE(harness_proc_running(w.proc));

@@ -5,6 +5,8 @@
  * - a broker the discovery file does not name, but that a known broker lists
  *   in its nodes route (--peer), gets its work done too, fairly with the
  *   first one's;
+ * - two brokers with a queue each and one slot: served in turn, not one
+ *   queue after the other;
  * - the broker stops for 5 s while the worker idles, and starts again on the
  *   same port: the same worker process picks up new work, without a restart
  *   of its own;
@@ -121,6 +123,69 @@ static void test_brokers_from_nodes(void) {
     broker_cleanup(&b2);
 }
 
+/* Fairness: one worker (--concurrency 1), two brokers with ten queued calls
+ * each. Neither waits for the other's queue to drain: among the first ten
+ * calls done, each broker has at least three. Completion order from the
+ * calls' updated_ms (one clock: same machine). */
+typedef struct done_at {
+    long long ms;
+    int broker;
+} done_at;
+
+static int by_ms(const void *a, const void *b) {
+    long long x = ((const done_at *)a)->ms, y = ((const done_at *)b)->ms;
+    return (x > y) - (x < y);
+}
+
+static void test_two_brokers_fairly(void) {
+    broker b[2];
+    wf_broker_init(&b[0], "wbrk_fair_b0", NULL);
+    broker_start(&b[0]);
+    wf_broker_init(&b[1], "wbrk_fair_b1", NULL);
+    ASSERT_OK(harness_write_file(b[1].secret_path, b[0].secret, b[0].secret_len, NULL));
+    memcpy(b[1].secret, b[0].secret, b[0].secret_len);
+    broker_start(&b[1]);
+    char ids[2][10][P2P_HASH_HEX_LEN + 1];
+    for (int i = 0; i < 10; i++) {
+        for (int k = 0; k < 2; k++) {
+            json_t *args = json_pack("{s:f, s:i}", "seconds", 0.2 + 0.001 * i, "steps", 1);
+            wf_push(&b[k], WF_SLOW, args, ids[k][i]);
+            json_decref(args);
+        }
+    }
+    worker w;
+    worker_init(&w, "wbrk_fair_w", b[0].secret_path, &(worker_config){.concurrency = 1});
+    worker_discover(&w, (const char *[]){b[0].url, b[1].url, NULL});
+    worker_start(&w);
+    done_at order[20];
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 10; i++) {
+            json_t *call =
+                wf_await_status(&b[k], WF_SLOW, ids[k][i], "done|failed|terminated", 120000);
+            wf_expect_status(call, "done");
+            order[k * 10 + i] = (done_at){wf_int(call, "updated_ms", 0), k};
+            json_decref(call);
+        }
+    }
+    qsort(order, 20, sizeof(order[0]), by_ms);
+    int first_half[2] = {0, 0};
+    fprintf(stderr, "completion order by broker:");
+    for (int i = 0; i < 20; i++) {
+        fprintf(stderr, " %d", order[i].broker);
+        if (i < 10)
+            first_half[order[i].broker]++;
+    }
+    fprintf(stderr, "\n");
+    ASSERT_GE(first_half[0], 3);
+    ASSERT_GE(first_half[1], 3);
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+    for (int k = 0; k < 2; k++) {
+        broker_stop(&b[k]);
+        broker_cleanup(&b[k]);
+    }
+}
+
 static void test_broker_restart(void) {
     broker b;
     wf_broker_init(&b, "wbrk_restart_b", NULL);
@@ -182,6 +247,7 @@ int main(void) {
     TEST_RUN(test_discovery_comments_and_blank_lines);
     TEST_RUN(test_one_broker_down);
     TEST_RUN(test_brokers_from_nodes);
+    TEST_RUN(test_two_brokers_fairly);
     TEST_RUN(test_broker_restart);
     TEST_RUN(test_broker_restart_during_a_call);
     return 0;

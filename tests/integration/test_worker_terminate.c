@@ -5,6 +5,7 @@
  *   terminated, well within the grace period;
  * - a function that ignores SIGTERM is killed once the grace period is over:
  *   terminated after about one second, not after its 60 s;
+ * - a running call deleted under the worker: its child is stopped;
  * - no process of the call is left, and the same worker runs the next call. */
 #include "worker_fixture.h"
 
@@ -101,6 +102,29 @@ static void test_worker_carries_on(void) {
     expect_add_works(40);
 }
 
+/* A running call deleted under the worker: its next push gets 404, so it
+ * stops the child; the call is gone and the worker goes on. */
+static void test_delete_running_call(void) {
+    char id[P2P_HASH_HEX_LEN + 1];
+    pid_t kids[64];
+    size_t n = start_long_call(WF_SLOW, json_pack("{s:f, s:i}", "seconds", 60.0, "steps", 60), id,
+                               kids, 64);
+    int64_t t0 = harness_now_ms();
+    json_t *reply = wf_on_id(&B, WF_SLOW, "delete", id);
+    ASSERT_TRUE(json_is_true(json_object_get(reply, "deleted")));
+    json_decref(reply);
+    wf_await_gone(kids, n, 10000);
+    fprintf(stderr, "deleted while running: child gone after %lld ms\n",
+            (long long)(harness_now_ms() - t0));
+    char path[512];
+    snprintf(path, sizeof(path), "/api/v1/%s/pull_update?identifier=%s", wf_name(WF_SLOW), id);
+    harness_reply r;
+    harness_get(B.client, B.url, path, 0, &r);
+    HARNESS_EXPECT(&r, 404, "not_found");
+    harness_reply_cleanup(&r);
+    expect_add_works(44);
+}
+
 /* A terminate that arrives while the call is still queued never reaches a
  * worker: the call is terminated at once. */
 static void test_terminate_before_claim(void) {
@@ -132,6 +156,7 @@ int main(void) {
     TEST_RUN(test_worker_carries_on);
     TEST_RUN(test_terminate_kills_after_the_grace_period);
     TEST_RUN(test_terminate_before_claim);
+    TEST_RUN(test_delete_running_call);
     expect_add_works(43);
     worker_stop(&W, 30000);
     wf_assert_no_orphans(&W, 5000);

@@ -6,7 +6,8 @@
  *
  *   p2prpc_add(a, b) -> sum                  a + b (wrapping)
  *   p2prpc_segv(x) -> y                      dies of SIGSEGV
- *   p2prpc_bad_frame(x) -> y                 p2p_fail("bad frame"), returns 1
+ *   p2prpc_bad_frame(x) -> y                 prints a line on stdout, then
+ *                                            p2p_fail("bad frame"), returns 1
  *   p2prpc_slow(seconds, steps) -> done      sleeps, reporting progress i/steps
  *   p2prpc_stubborn(seconds) -> done         ignores SIGTERM while it sleeps
  *   p2prpc_copy(input, xor) -> output, size  streams input to output in constant
@@ -78,6 +79,9 @@ static int fn_bad_frame(const p2p_value *in, p2p_value *out, const char *out_dir
     (void)in;
     (void)out;
     (void)out_dir;
+    /* User code prints: the worker's stdout must still carry one line only. */
+    printf("p2prpc_bad_frame: about to fail\n");
+    fflush(stdout);
     p2p_fail("bad frame");
     return 1;
 }
