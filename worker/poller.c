@@ -38,10 +38,11 @@ struct p2p__poller {
     bool started;
     CURLM *multi;
     CURL *easy;
-    char *url;     /* .../search_work?wait=N */
-    char *target;  /* its path and query: what the signature covers */
-    char *body;    /* {"worker": NODE_ID} */
-    bool verified; /* the broker serves this very function (fingerprint) */
+    char *url;          /* .../search_work?wait=N */
+    char *target;       /* its path and query: what the signature covers */
+    char *body;         /* {"worker": NODE_ID} */
+    bool verified;      /* the broker serves this very function (fingerprint) */
+    bool mismatch_said; /* the log said it does not */
     int64_t retry_at_ms;
     char *buf; /* the answer */
     size_t len;
@@ -212,11 +213,15 @@ static bool ensure_verified(p2p__poller *p) {
     int rc = verify(p, &err);
     if (rc == 0) {
         p->verified = true;
+        p->mismatch_said = false;
         p2p__broker_ok(p->w, p->b);
         P2P_INFO("worker: polling %s for %s", p->b->url, p->function);
     } else if (rc == P2P_ENOTFOUND || rc == P2P_ECONFLICT) {
         p2p__broker_ok(p->w, p->b);
-        P2P_WARN("worker: %s; asking again in %d s", err.msg, P2P__MISMATCH_RETRY_MS / 1000);
+        /* Said once; then quietly asked again, since a broker can change. */
+        if (!p->mismatch_said)
+            P2P_WARN("worker: %s; asking again every %d s", err.msg, P2P__MISMATCH_RETRY_MS / 1000);
+        p->mismatch_said = true;
         p->retry_at_ms = p2p__worker_now_ms() + P2P__MISMATCH_RETRY_MS;
     } else {
         p2p__broker_failed(p->w, p->b, &err);

@@ -99,6 +99,59 @@ static void test_broker_restart(void) {
     p2p_worker_free(w);
 }
 
+/* A broker with another version of p2prpc_add (another output name, so
+ * another fingerprint): the worker never claims its calls. */
+static void test_other_version(void) {
+    const p2p_param in[] = {{"a", P2P_TYPE_INT64}, {"b", P2P_TYPE_INT64}};
+    const p2p_param out[] = {{"total", P2P_TYPE_INT64}};
+    p2p_schema *other = NULL;
+    ASSERT_OK(p2p_schema_build("p2prpc_add", in, 2, out, 1, &other, NULL));
+    char data[700];
+    snprintf(data, sizeof(data), "%s/c", wt_root);
+    p2p_broker_options bo;
+    p2p_broker_options_init(&bo);
+    bo.host = "127.0.0.1";
+    bo.port = 0;
+    bo.data_dir = data;
+    bo.secret = wt_secret;
+    bo.secret_len = sizeof(wt_secret) - 1;
+    p2p_broker *c = NULL;
+    ASSERT_OK(p2p_broker_new(&bo, &c, NULL));
+    ASSERT_OK(p2p_registry_add(p2p_broker_registry(c), other, NULL));
+    ASSERT_OK(p2p_broker_start(c, NULL));
+    char url[128];
+    snprintf(url, sizeof(url), "%s/", p2p_broker_url(c));
+    /* The call, as a client of that version makes it. */
+    char id[P2P_HASH_HEX_LEN + 1], body[600];
+    p2p_value v[2];
+    p2p_value_init(&v[0]);
+    p2p_value_init(&v[1]);
+    p2p_value_set_int64(&v[0], 1);
+    p2p_value_set_int64(&v[1], 2);
+    ASSERT_OK(p2p_ident_compute(other, v, id, NULL));
+    snprintf(body, sizeof(body),
+             "{\"identifier\":\"%s\",\"fingerprint\":\"%s\",\"args\":{\"a\":1,\"b\":2},"
+             "\"execute\":true}",
+             id, p2p_schema_fingerprint(other));
+    ASSERT_EQ(wt_api(url, "POST", "api/v1/p2prpc_add/push_update", body, NULL), 201);
+    p2p_worker_options o;
+    wt_worker_options(&o, "versions", url);
+    p2p_worker *w = wt_worker_start(&o);
+    sleep_ms(1500);
+    json_t *j = NULL;
+    char path[300];
+    snprintf(path, sizeof(path), "api/v1/p2prpc_add/pull_update?identifier=%s", id);
+    ASSERT_EQ(wt_api(url, "GET", path, NULL, &j), 200);
+    ASSERT_STR_EQ(wt_str(j, "status"), "queued");
+    json_decref(j);
+    p2p_worker_stats st;
+    p2p_worker_get_stats(w, &st);
+    ASSERT_EQ(st.claimed, 0);
+    p2p_worker_free(w);
+    p2p_broker_free(c);
+    p2p_schema_free(other);
+}
+
 int main(int argc, char **argv) {
     WT_CHILD_MAIN(argc, argv);
     wt_setup("worker_brokers");
@@ -109,6 +162,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_discovery_errors);
     TEST_RUN(test_gossip);
     TEST_RUN(test_broker_restart);
+    TEST_RUN(test_other_version);
     wt_broker_stop(&a);
     wt_broker_stop(&b);
     return wt_teardown();
