@@ -140,17 +140,19 @@ static void build_argv(broker *b, const char *bin, const char **argv, size_t max
 #undef ARG
 }
 
-void broker_start(broker *b) {
+int broker_try_start(broker *b, p2p_error *err) {
     ASSERT_TRUE(b->proc == NULL);
     char bin[HARNESS_PATH_MAX], nums[4][32];
     const char *argv[64];
-    p2p_error err;
-    ASSERT_OK(harness_bin_path("p2prpc-broker", NULL, bin, sizeof(bin), &err));
+    ASSERT_OK(harness_bin_path("p2prpc-broker", NULL, bin, sizeof(bin), err));
     build_argv(b, bin, argv, sizeof(argv) / sizeof(argv[0]), nums);
     harness_proc_options o = {
         .argv = argv, .log_path = b->log, .wait_listening = true, .ready_timeout_ms = 60000};
-    if (harness_proc_start(&o, &b->proc, &err) != 0)
-        TEST_FAIL_("cannot start %s: %s", bin, err.msg);
+    int rc = harness_proc_start(&o, &b->proc, err);
+    if (rc != 0) {
+        b->proc = NULL;
+        return rc;
+    }
     snprintf(b->url, sizeof(b->url), "%s", harness_proc_url(b->proc));
     fprintf(stderr, "broker %d (start %d) at %s, log %s\n", (int)harness_proc_pid(b->proc),
             ++b->starts, b->url, b->log);
@@ -160,6 +162,13 @@ void broker_start(broker *b) {
     ASSERT_GT(strtol(line + 30, NULL, 10), 0);
     p2p_http_client_free(b->client);
     b->client = broker_client(b, 60000);
+    return 0;
+}
+
+void broker_start(broker *b) {
+    p2p_error err;
+    if (broker_try_start(b, &err) != 0)
+        TEST_FAIL_("cannot start p2prpc-broker: %s", err.msg);
 }
 
 static void forget_proc(broker *b) {

@@ -66,6 +66,11 @@ void broker_init(broker *b, const char *name, const broker_config *cfg);
  * "listening on http://127.0.0.1:PORT"). */
 void broker_start(broker *b);
 
+/* broker_start without the asserts on starting: returns 0, or the error of
+ * harness_proc_start (the port is taken, the broker exited...) with nothing
+ * left running, so that a caller may retry. */
+int broker_try_start(broker *b, p2p_error *err) P2P_NODISCARD;
+
 /* SIGTERM; asserts the broker exits with status 0 within 30 s. */
 void broker_stop(broker *b);
 

@@ -47,6 +47,7 @@ struct harness_proc {
     int slot; /* in the crash registry, or -1 */
     char url[HARNESS_URL_MAX];
     char line[HARNESS_URL_MAX + 64];
+    char ready_prefix[128]; /* "" = the listening line */
     char log[HARNESS_PATH_MAX];
 };
 
@@ -168,10 +169,17 @@ static bool parse_listening(const char *line, char *url, size_t url_len) {
     return true;
 }
 
+/* True when `line` is the one the start waits for. */
+static bool is_ready_line(harness_proc *p, const char *line) {
+    if (p->ready_prefix[0] != '\0')
+        return strncmp(line, p->ready_prefix, strlen(p->ready_prefix)) == 0;
+    return parse_listening(line, p->url, sizeof(p->url));
+}
+
 static void on_line(harness_proc *p, const char *line) {
     pthread_mutex_lock(&p->lock);
     p->lines++;
-    if (!p->ready && parse_listening(line, p->url, sizeof(p->url))) {
+    if (!p->ready && is_ready_line(p, line)) {
         /* A longer line would not hold a URL that fits: it was refused above. */
         size_t n = strnlen(line, sizeof(p->line) - 1);
         memcpy(p->line, line, n);
@@ -270,6 +278,8 @@ static harness_proc *proc_alloc(const harness_proc_options *o) {
     pthread_cond_init(&p->cond, &ca);
     pthread_condattr_destroy(&ca);
     snprintf(p->log, sizeof(p->log), "%s", o->log_path ? o->log_path : "");
+    snprintf(p->ready_prefix, sizeof(p->ready_prefix), "%s",
+             o->ready_prefix ? o->ready_prefix : "");
     return p;
 }
 

@@ -54,13 +54,18 @@ typedef struct harness_proc_options {
                                 here; NULL = the test's own stderr */
     bool wait_listening;     /* wait for `listening on URL` on stdout */
     long ready_timeout_ms;   /* bound on that wait; 0 = 30000 */
+    /* With wait_listening: wait for the first stdout line that starts with
+     * this prefix instead (a worker's `worker UUID serving ...`); the line is
+     * then harness_proc_listening_line() and the URL stays "". NULL = the
+     * listening line. */
+    const char *ready_prefix;
 } harness_proc_options;
 
 /* Starts the program. With wait_listening, returns only once the child
- * printed its listening line (P2P_ETIMEDOUT after ready_timeout_ms, P2P_EPROTO
- * when it closed stdout or exited first; the child is then killed and
- * reaped). On success `*out` is the caller's (harness_proc_free). Returns 0,
- * P2P_EINVAL, P2P_EIO (fork, pipe, log file) or P2P_ENOMEM. */
+ * printed its listening line (or its ready_prefix line) (P2P_ETIMEDOUT after ready_timeout_ms,
+ * P2P_EPROTO when it closed stdout or exited first; the child is then killed and reaped). On
+ * success `*out` is the caller's (harness_proc_free). Returns 0, P2P_EINVAL, P2P_EIO (fork, pipe,
+ * log file) or P2P_ENOMEM. */
 int harness_proc_start(const harness_proc_options *o, harness_proc **out,
                        p2p_error *err) P2P_NODISCARD;
 
@@ -68,7 +73,8 @@ int harness_proc_start(const harness_proc_options *o, harness_proc **out,
  * harness_proc_free. */
 const char *harness_proc_url(const harness_proc *p);
 
-/* The full listening line as printed, without its newline; borrowed. */
+/* The full listening (or ready_prefix) line as printed, without its
+ * newline; borrowed. */
 const char *harness_proc_listening_line(const harness_proc *p);
 
 /* Lines the child wrote to stdout so far. */

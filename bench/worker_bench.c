@@ -1,0 +1,310 @@
+/* Benchmark of the worker: a real p2prpc-broker and one real worker process
+ * (tests/integration/worker_testapp.c) on 127.0.0.1, driven over HTTP.
+ *
+ *   worker_bench [--size-mib N] [--calls K] [--xor X] [--dir DIR] [--bin DIR]
+ *
+ * - round trip: K (default 300) p2prpc_add calls one after the other, each
+ *   timed on the client from its push (with execute) to the pull_update
+ *   long-poll that shows it done; 10 warm-up calls first. p50/p90/p99/max.
+ *   This is what a call costs in the worker beyond the function itself:
+ *   claim, child start (fork + exec, or a pre-forked child), outputs, push.
+ * - large file: an input of N MiB (default 1024) of pseudo-random bytes is
+ *   generated on disk in 1 MiB pieces (hashed as it is written, so nothing is
+ *   ever whole in memory), uploaded as a blob (streamed), then
+ *   p2prpc_copy(input, xor X) (default 0x5a: a new 1 GiB output the worker
+ *   must hash and upload; 0: an output the broker already has) runs; the
+ *   output is downloaded (streamed) and its hash checked. Reported: wall
+ *   times, the worker parent's peak RSS (VmHWM of /proc/PID/status read just
+ *   before it is stopped) and the child's (the test function writes its own
+ *   VmHWM when done), and the broker's.
+ * Prints a Markdown table. Every wait is bounded; the scratch directory
+ * (DIR, default $TMPDIR or /tmp) is removed at the end. Programs are looked
+ * up in --bin (default: the directory of this program). */
+#include "fsutil.h"
+#include "hash.h"
+#include "worker_fixture.h"
+
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (1u << 20)
+#define WARMUP 10
+
+typedef struct opts {
+    long size_mib;
+    long calls;
+    int xor_byte;
+} opts;
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void die(const char *what, const char *msg) {
+    fprintf(stderr, "worker_bench: %s: %s\n", what, msg);
+    exit(1);
+}
+
+/* VmHWM of /proc/PID/status in KiB, or -1. */
+static long peak_rss_kib(pid_t pid) {
+    char path[64], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (p2p_fs_read_file(path, 1 << 16, &text, &len, NULL) != 0)
+        return -1;
+    const char *at = strstr(text, "VmHWM:");
+    long kib = at ? strtol(at + 6, NULL, 10) : -1;
+    free(text);
+    return kib;
+}
+
+/* ---- round trip ---- */
+
+/* One p2prpc_add(a, 1): push with execute, then long-poll until done. */
+static double roundtrip(broker *b, long long a) {
+    char id[P2P_HASH_HEX_LEN + 1];
+    json_t *args = fx_add_args(a, 1);
+    harness_reply r;
+    double t0 = now_ms();
+    fx_push(b, NULL, FX_ADD, args, true, id, &r);
+    json_decref(args);
+    if (r.status != 201)
+        die("push", r.body);
+    long long version = harness_reply_int(&r, "version", 0);
+    harness_reply_cleanup(&r);
+    for (int i = 0; i < 100; i++) {
+        fx_pull(b, NULL, FX_ADD, id, version, 30, &r);
+        if (r.status != 200)
+            die("pull_update", r.body);
+        const char *status = harness_reply_str(&r, "status");
+        if (status != NULL && strcmp(status, "done") == 0) {
+            if (harness_reply_int(&r, "version", 0) <= version ||
+                json_integer_value(json_object_get(json_object_get(r.json, "outputs"), "sum")) !=
+                    a + 1)
+                die("p2prpc_add", r.body);
+            harness_reply_cleanup(&r);
+            return now_ms() - t0;
+        }
+        if (status == NULL || strcmp(status, "failed") == 0 || strcmp(status, "terminated") == 0)
+            die("p2prpc_add", r.body);
+        version = harness_reply_int(&r, "version", version);
+        harness_reply_cleanup(&r);
+    }
+    die("p2prpc_add", "not done after 100 long-polls");
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(const double *sorted, long n, double p) {
+    long i = (long)(p * (double)(n - 1) + 0.5);
+    return sorted[i < n ? i : n - 1];
+}
+
+/* ---- large file ---- */
+
+/* Writes `mib` MiB of xorshift bytes to `path`; hashes the bytes and the
+ * bytes XORed with `x`. */
+static void generate(const char *path, long mib, unsigned char x, char in_hash[65],
+                     char out_hash[65]) {
+    static unsigned char buf[CHUNK], xbuf[CHUNK];
+    p2p_hasher *hi = NULL, *ho = NULL;
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || p2p_hasher_new(&hi, NULL) != 0 || p2p_hasher_new(&ho, NULL) != 0)
+        die("generate", path);
+    uint64_t s = 0x9e3779b97f4a7c15ULL;
+    for (long m = 0; m < mib; m++) {
+        for (size_t i = 0; i < CHUNK; i += 8) {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            uint64_t v = s * 0x2545F4914F6CDD1DULL;
+            memcpy(buf + i, &v, 8);
+        }
+        for (size_t i = 0; i < CHUNK; i++)
+            xbuf[i] = buf[i] ^ x;
+        if (fwrite(buf, 1, CHUNK, f) != CHUNK || p2p_hasher_update(hi, buf, CHUNK, NULL) != 0 ||
+            p2p_hasher_update(ho, xbuf, CHUNK, NULL) != 0)
+            die("generate", "write or hash failed");
+    }
+    if (fclose(f) != 0 || p2p_hasher_final_hex(hi, in_hash, NULL) != 0 ||
+        p2p_hasher_final_hex(ho, out_hash, NULL) != 0)
+        die("generate", "close or hash failed");
+    p2p_hasher_free(hi);
+    p2p_hasher_free(ho);
+}
+
+/* PUT (upload_path) or GET (download_path) of blob `hash`, streamed. */
+static void blob_transfer(broker *b, const char *method, const char *hash, const char *path) {
+    char url[HARNESS_URL_MAX + 128];
+    snprintf(url, sizeof(url), "%s/api/v1/blobs/%s", b->url, hash);
+    bool put = strcmp(method, "PUT") == 0;
+    p2p_http_call call = {.method = method,
+                          .url = url,
+                          .upload_path = put ? path : NULL,
+                          .download_path = put ? NULL : path,
+                          .idempotent = true,
+                          .timeout_ms = -1};
+    p2p_http_reply reply;
+    p2p_error err;
+    int rc = p2p_http_client_request(b->client, &call, &reply, &err);
+    if (rc == 0)
+        rc = p2p_http_reply_check(&reply, &err);
+    p2p_http_reply_cleanup(&reply);
+    if (rc != 0)
+        die(method, err.msg);
+}
+
+typedef struct big_result {
+    double gen_ms, upload_ms, call_ms, download_ms;
+    long parent_kib, child_kib, broker_kib;
+} big_result;
+
+static long child_rss_from(const char *rss_file) {
+    char *text = NULL;
+    size_t len = 0;
+    if (p2p_fs_read_file(rss_file, 4096, &text, &len, NULL) != 0)
+        return -1;
+    const char *at = strstr(text, "VmHWM:");
+    long kib = at ? strtol(at + 6, NULL, 10) : -1;
+    free(text);
+    return kib;
+}
+
+static void large_file(broker *b, worker *w, const opts *o, const char *dir, const char *rss_file,
+                       big_result *res) {
+    char in_path[HARNESS_PATH_MAX], out_path[HARNESS_PATH_MAX];
+    char in_hash[65], out_hash[65], got_hash[65];
+    snprintf(in_path, sizeof(in_path), "%s/input.bin", dir);
+    snprintf(out_path, sizeof(out_path), "%s/output.bin", dir);
+    double t = now_ms();
+    generate(in_path, o->size_mib, (unsigned char)o->xor_byte, in_hash, out_hash);
+    res->gen_ms = now_ms() - t;
+    t = now_ms();
+    blob_transfer(b, "PUT", in_hash, in_path);
+    res->upload_ms = now_ms() - t;
+    (void)remove(in_path);
+
+    json_t *args = json_pack("{s:{s:s, s:I}, s:i}", "input", "hash", in_hash, "size",
+                             (json_int_t)o->size_mib * CHUNK, "xor", o->xor_byte);
+    char id[P2P_HASH_HEX_LEN + 1];
+    t = now_ms();
+    wf_push(b, WF_COPY, args, id);
+    json_decref(args);
+    json_t *call = wf_await_status(b, WF_COPY, id, "done|failed|terminated", 1800000);
+    res->call_ms = now_ms() - t;
+    wf_expect_status(call, "done");
+    const char *h = json_string_value(
+        json_object_get(json_object_get(json_object_get(call, "outputs"), "output"), "hash"));
+    if (h == NULL || strcmp(h, out_hash) != 0)
+        die("p2prpc_copy", "the output hash is not the expected one");
+    json_decref(call);
+    res->parent_kib = peak_rss_kib(worker_pid(w));
+    res->broker_kib = peak_rss_kib(harness_proc_pid(b->proc));
+    res->child_kib = child_rss_from(rss_file);
+
+    t = now_ms();
+    blob_transfer(b, "GET", out_hash, out_path);
+    res->download_ms = now_ms() - t;
+    if (p2p_hash_file(out_path, got_hash, NULL) != 0 || strcmp(got_hash, out_hash) != 0)
+        die("download", "the downloaded output does not hash to its address");
+    (void)remove(out_path);
+}
+
+/* ---- main ---- */
+
+static void parse(int argc, char **argv, opts *o) {
+    static const struct option longs[] = {{"size-mib", required_argument, NULL, 's'},
+                                          {"calls", required_argument, NULL, 'c'},
+                                          {"xor", required_argument, NULL, 'x'},
+                                          {"dir", required_argument, NULL, 'd'},
+                                          {"bin", required_argument, NULL, 'b'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        char *end = NULL;
+        long v = optarg ? strtol(optarg, &end, 0) : 0;
+        bool num_ok = optarg && end != optarg && *end == '\0';
+        if (c == 's' && num_ok && v > 0 && v <= 65536)
+            o->size_mib = v;
+        else if (c == 'c' && num_ok && v > 0 && v <= 100000)
+            o->calls = v;
+        else if (c == 'x' && num_ok && v >= 0 && v <= 255)
+            o->xor_byte = (int)v;
+        else if (c == 'd')
+            setenv("P2PRPC_TEST_TMP", optarg, 1);
+        else if (c == 'b')
+            setenv("P2PRPC_BIN", optarg, 1);
+        else {
+            fprintf(stderr, "usage: worker_bench [--size-mib N] [--calls K] [--xor X] "
+                            "[--dir DIR] [--bin DIR]\n");
+            exit(c == 'h' ? 0 : 2);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    opts o = {.size_mib = 1024, .calls = 300, .xor_byte = 0x5a};
+    char self[HARNESS_PATH_MAX] = {0};
+    if (readlink("/proc/self/exe", self, sizeof(self) - 1) > 0)
+        setenv("P2PRPC_BIN", dirname(self), 0);
+    parse(argc, argv, &o);
+
+    broker b;
+    wf_broker_init(&b, "worker_bench", &(broker_config){.lease_seconds = 60});
+    broker_start(&b);
+    char rss_file[HARNESS_PATH_MAX + 16];
+    snprintf(rss_file, sizeof(rss_file), "%s/child_rss", b.dir);
+    worker w;
+    worker_start_for(&w, "worker_bench_w", &b,
+                     &(worker_config){.concurrency = 1, .log_level = "info", .rss_file = rss_file});
+
+    for (long i = 0; i < WARMUP; i++)
+        roundtrip(&b, -1 - i);
+    double *lat = calloc((size_t)o.calls, sizeof(*lat));
+    double t = now_ms();
+    for (long i = 0; i < o.calls; i++)
+        lat[i] = roundtrip(&b, i);
+    double total = now_ms() - t;
+    qsort(lat, (size_t)o.calls, sizeof(*lat), cmp_double);
+
+    big_result big = {0};
+    large_file(&b, &w, &o, b.dir, rss_file, &big);
+    double mib = (double)o.size_mib;
+
+    printf("| worker_bench | value |\n| --- | --- |\n");
+    printf("| no-op round trip (p2prpc_add, push -> done seen), %ld calls | p50 %.2f ms, p90 "
+           "%.2f ms, p99 %.2f ms, max %.2f ms (%.1f calls/s) |\n",
+           o.calls, pct(lat, o.calls, 0.5), pct(lat, o.calls, 0.9), pct(lat, o.calls, 0.99),
+           lat[o.calls - 1], (double)o.calls * 1000.0 / total);
+    printf("| input: generate + hash %.0f MiB on disk | %.0f ms |\n", mib, big.gen_ms);
+    printf("| input: upload (PUT, streamed) | %.0f ms (%.0f MiB/s) |\n", big.upload_ms,
+           mib * 1000.0 / big.upload_ms);
+    printf("| p2prpc_copy (xor 0x%02x): push -> done (download, child copy, hash, upload) | %.0f "
+           "ms (%.0f MiB/s) |\n",
+           o.xor_byte, big.call_ms, mib * 1000.0 / big.call_ms);
+    printf("| output: download (GET, streamed) + verify | %.0f ms |\n", big.download_ms);
+    printf("| worker parent peak RSS (VmHWM) | %.1f MiB |\n", (double)big.parent_kib / 1024.0);
+    printf("| worker child peak RSS (VmHWM, p2prpc_copy) | %.1f MiB |\n",
+           (double)big.child_kib / 1024.0);
+    printf("| broker peak RSS (VmHWM) | %.1f MiB |\n", (double)big.broker_kib / 1024.0);
+    fflush(stdout);
+
+    free(lat);
+    worker_stop(&w, 60000);
+    worker_cleanup(&w);
+    broker_stop(&b);
+    broker_cleanup(&b);
+    return big.parent_kib > 0 && big.parent_kib < 64 * 1024 ? 0 : 1;
+}
