@@ -28,6 +28,9 @@
 #define SLACK_MS 15000
 /* How long a stopping worker still listens for a search_work answer. */
 #define DRAIN_MS 250
+/* How long the pollers of the broker served last hold back, so that the
+ * claims of the other brokers reach a freed slot first. */
+#define FAIR_YIELD_MS 25
 
 struct p2p__poller {
     p2p_worker *w;
@@ -44,7 +47,8 @@ struct p2p__poller {
     bool verified;      /* the broker serves this very function (fingerprint) */
     bool mismatch_said; /* the log said it does not */
     int64_t retry_at_ms;
-    char *buf; /* the answer */
+    uint64_t yielded; /* the worker's `served` count this poller last held back for */
+    char *buf;        /* the answer */
     size_t len;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -253,6 +257,11 @@ static void take_call(p2p__poller *p, const json_t *answer) {
         if (p2p__runner_start(w, slot, p->b, p->fn, &claim, &err) != 0) {
             P2P_ERROR("worker: %s", err.msg);
             p2p__worker_put_slot(w, slot);
+        } else {
+            pthread_mutex_lock(&w->lock);
+            w->last_served = p->b;
+            w->served++;
+            pthread_mutex_unlock(&w->lock);
         }
     }
     p2p__claim_cleanup(&claim);
@@ -299,6 +308,20 @@ static int64_t retry_at(p2p__poller *p) {
     return at > p->retry_at_ms ? at : p->retry_at_ms;
 }
 
+/* Fairness between brokers. Every poller with work races for a freed slot,
+ * and whoever answers first wins, so one broker could win many times in a
+ * row. When this poller's broker took the last slot and others are known, it
+ * holds back once, briefly: another broker with queued work claims first; an
+ * idle one costs this broker FAIR_YIELD_MS. Returns false when stopping. */
+static bool yield_to_others(p2p__poller *p) {
+    p2p_worker *w = p->w;
+    pthread_mutex_lock(&w->lock);
+    bool hold = w->nbrokers > 1 && w->last_served == p->b && p->yielded != w->served;
+    p->yielded = w->served;
+    pthread_mutex_unlock(&w->lock);
+    return !hold || p2p__worker_wait_until(w, p2p__worker_now_ms() + FAIR_YIELD_MS);
+}
+
 static void *poller_main(void *arg) {
     p2p__poller *p = arg;
     p2p_worker *w = p->w;
@@ -314,6 +337,8 @@ static void *poller_main(void *arg) {
             p2p__worker_wait_until(w, p2p__worker_now_ms() + P2P__CAN_DO_RECHECK_MS);
             continue;
         }
+        if (!yield_to_others(p))
+            break;
         poll_once(p);
     }
     return NULL;

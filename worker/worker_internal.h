@@ -262,6 +262,10 @@ struct p2p_worker {
     size_t naliases;
     pthread_mutex_t can_lock; /* serialises can_do_work */
     p2p_worker_stats stats;   /* under lock */
+    /* Fairness between brokers (poller.c): the broker whose call took the
+     * last slot, and how many calls took a slot so far; under lock. */
+    const p2p__broker *last_served;
+    uint64_t served;
 };
 
 /* Waits until a slot is free (true) or the worker stops (false). */
