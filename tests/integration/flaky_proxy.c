@@ -19,6 +19,8 @@
 #define TAIL 64
 
 static const char blob_get[] = "GET /api/v1/blobs/";
+static const char blob_put[] = "PUT /api/v1/blobs/";
+static const char blob_head[] = "HEAD /api/v1/blobs/";
 static const char range_hdr[] = "\r\nRange: bytes=";
 static const char request_end[] = " HTTP/1.1\r\n";
 
@@ -44,7 +46,9 @@ struct flaky_proxy {
     long cut_after;
     pthread_mutex_t lock; /* guards everything below */
     conn *conns;
-    int cuts_left, cuts, ranges, gets;
+    int cuts_left, cuts, ranges, gets, puts, heads;
+    int corrupt_left, corrupted;
+    long corrupt_at;
 };
 
 static int write_all(int fd, const char *p, size_t n) {
@@ -82,6 +86,8 @@ static void scan_request(conn *c, const char *buf, size_t n) {
     size_t len = c->tail_len + n;
     int gets = count_new(scan, len, c->tail_len, blob_get);
     int ranges = count_new(scan, len, c->tail_len, range_hdr);
+    int puts = count_new(scan, len, c->tail_len, blob_put);
+    int heads = count_new(scan, len, c->tail_len, blob_head);
     if (count_new(scan, len, c->tail_len, request_end) > 0) {
         c->counting = gets > 0;
         c->counted = 0;
@@ -89,6 +95,8 @@ static void scan_request(conn *c, const char *buf, size_t n) {
     pthread_mutex_lock(&c->proxy->lock);
     c->proxy->gets += gets;
     c->proxy->ranges += ranges;
+    c->proxy->puts += puts;
+    c->proxy->heads += heads;
     pthread_mutex_unlock(&c->proxy->lock);
     c->tail_len = len < TAIL ? len : TAIL;
     memcpy(c->tail, scan + len - c->tail_len, c->tail_len);
@@ -106,6 +114,19 @@ static bool take_cut(flaky_proxy *p) {
     return cut;
 }
 
+/* Flips the byte at the corruption offset when it is in this piece of a
+ * blob answer (buf holds answer bytes [counted, counted + n)). */
+static void maybe_corrupt(conn *c, char *buf, ssize_t n) {
+    flaky_proxy *p = c->proxy;
+    pthread_mutex_lock(&p->lock);
+    if (p->corrupt_left > 0 && c->counted <= p->corrupt_at && p->corrupt_at < c->counted + n) {
+        buf[p->corrupt_at - c->counted] ^= 0x01;
+        p->corrupt_left--;
+        p->corrupted++;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* Relays one read from `from` to `to`; false when the connection ends. */
 static bool relay_once(conn *c, bool from_client) {
     static _Thread_local char buf[RELAY_BUF];
@@ -118,6 +139,8 @@ static bool relay_once(conn *c, bool from_client) {
         scan_request(c, buf, (size_t)n);
         return write_all(c->ufd, buf, (size_t)n) == 0;
     }
+    if (c->counting)
+        maybe_corrupt(c, buf, n);
     if (c->counting && c->counted + n > c->proxy->cut_after && take_cut(c->proxy)) {
         size_t part = (size_t)(c->proxy->cut_after - c->counted);
         (void)write_all(c->cfd, buf, part);
@@ -260,6 +283,25 @@ static int read_counter(flaky_proxy *p, const int *field) {
     int v = *field;
     pthread_mutex_unlock(&p->lock);
     return v;
+}
+
+void flaky_proxy_corrupt(flaky_proxy *p, int count, long offset) {
+    pthread_mutex_lock(&p->lock);
+    p->corrupt_left = count;
+    p->corrupt_at = offset;
+    pthread_mutex_unlock(&p->lock);
+}
+
+int flaky_proxy_corrupted(flaky_proxy *p) {
+    return read_counter(p, &p->corrupted);
+}
+
+int flaky_proxy_blob_puts(flaky_proxy *p) {
+    return read_counter(p, &p->puts);
+}
+
+int flaky_proxy_blob_heads(flaky_proxy *p) {
+    return read_counter(p, &p->heads);
 }
 
 int flaky_proxy_cuts(flaky_proxy *p) {

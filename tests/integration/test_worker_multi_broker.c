@@ -5,6 +5,8 @@
  * - a broker the discovery file does not name, but that a known broker lists
  *   in its nodes route (--peer), gets its work done too, fairly with the
  *   first one's;
+ * - a "broker" that answers everything with 200 and broken JSON does not stop
+ *   the worker or make it spin;
  * - two brokers with a queue each and one slot: served in turn, not one
  *   queue after the other;
  * - the broker stops for 5 s while the worker idles, and starts again on the
@@ -14,8 +16,17 @@
  *   completes, on its first attempt. */
 #include "worker_fixture.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Runs p2prpc_add(a, b) on `b` and checks the sum. */
 static void expect_add_done(broker *b, long long x, long long y, long timeout_ms) {
@@ -121,6 +132,101 @@ static void test_brokers_from_nodes(void) {
     broker_stop(&b2);
     broker_cleanup(&b1);
     broker_cleanup(&b2);
+}
+
+/* ---- a "broker" that answers every request with 200 and junk ---- */
+
+typedef struct junk_server {
+    int lfd;
+    int stop[2];
+    pthread_t thread;
+    atomic_int requests;
+    char url[64];
+} junk_server;
+
+static void junk_answer(junk_server *j, int fd) {
+    char buf[8192];
+    /* One read holds the request head of these small requests. */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 2000) > 0 && read(fd, buf, sizeof(buf)) > 0) {
+        static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                    "Content-Length: 9\r\nConnection: close\r\n\r\n{\"junk\":[";
+        atomic_fetch_add(&j->requests, 1);
+        if (write(fd, reply, sizeof(reply) - 1) < 0)
+            fprintf(stderr, "junk server: write failed\n");
+    }
+    close(fd);
+}
+
+static void *junk_main(void *arg) {
+    junk_server *j = arg;
+    for (int i = 0; i < 1000000; i++) {
+        struct pollfd fds[2] = {{.fd = j->lfd, .events = POLLIN},
+                                {.fd = j->stop[0], .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0 || fds[1].revents != 0)
+            break;
+        int fd = accept4(j->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            junk_answer(j, fd);
+    }
+    return NULL;
+}
+
+static void junk_start(junk_server *j) {
+    memset(j, 0, sizeof(*j));
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    j->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_TRUE(j->lfd >= 0);
+    ASSERT_OK(bind(j->lfd, (struct sockaddr *)&a, sizeof(a)));
+    ASSERT_OK(listen(j->lfd, 64));
+    ASSERT_OK(getsockname(j->lfd, (struct sockaddr *)&a, &len));
+    snprintf(j->url, sizeof(j->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    ASSERT_OK(pipe2(j->stop, O_CLOEXEC));
+    ASSERT_OK(pthread_create(&j->thread, NULL, junk_main, j));
+}
+
+static void junk_stop(junk_server *j) {
+    ASSERT_EQ(write(j->stop[1], "x", 1), 1);
+    pthread_join(j->thread, NULL);
+    close(j->lfd);
+    close(j->stop[0]);
+    close(j->stop[1]);
+}
+
+/* A "broker" that answers everything with 200 and broken JSON, listed before
+ * a real one: the worker keeps going, serves the real broker, and does not
+ * spin on the junk (requests to it over 5 s stay few). */
+static void test_broker_speaking_junk(void) {
+    junk_server junk;
+    junk_start(&junk);
+    broker b;
+    wf_broker_init(&b, "wbrk_junk_b", NULL);
+    broker_start(&b);
+    worker w;
+    worker_init(&w, "wbrk_junk_w", b.secret_path, &(worker_config){.concurrency = 1});
+    worker_discover(&w, (const char *[]){junk.url, b.url, NULL});
+    worker_start(&w);
+    ASSERT_EQ(w.brokers, 2);
+    for (int i = 0; i < 3; i++)
+        expect_add_done(&b, 500 + i, 1, 60000);
+    /* Settle, then count the junk server's requests over 5 s. */
+    nanosleep(&(struct timespec){2, 0}, NULL);
+    int before = atomic_load(&junk.requests);
+    nanosleep(&(struct timespec){5, 0}, NULL);
+    int n = atomic_load(&junk.requests) - before;
+    fprintf(stderr, "junk broker: %d requests in all, %d in 5 s after settling\n",
+            atomic_load(&junk.requests), n);
+    ASSERT_GT(atomic_load(&junk.requests), 0);
+    ASSERT_LE(n, 40);
+    expect_add_done(&b, 600, 1, 60000);
+    ASSERT_TRUE(harness_proc_running(w.proc));
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+    broker_stop(&b);
+    broker_cleanup(&b);
+    junk_stop(&junk);
 }
 
 /* Fairness: one worker (--concurrency 1), two brokers with ten queued calls
@@ -248,6 +354,7 @@ int main(void) {
     TEST_RUN(test_one_broker_down);
     TEST_RUN(test_brokers_from_nodes);
     TEST_RUN(test_two_brokers_fairly);
+    TEST_RUN(test_broker_speaking_junk);
     TEST_RUN(test_broker_restart);
     TEST_RUN(test_broker_restart_during_a_call);
     return 0;

@@ -172,8 +172,8 @@ void wf_assert_no_orphans(const worker *w, long timeout_ms);
 /* Identifier of a call to `f` with `args` (borrowed). */
 void wf_call_id(wf_fn f, const json_t *args, char id[P2P_HASH_HEX_LEN + 1]);
 
-/* Creates the call (push_update with execute): asserts 201, or 200 when it
- * existed. `c` NULL = the broker's client. */
+/* Creates the call (push_update with execute) with the broker's client:
+ * asserts 201, or 200 when it existed. */
 void wf_push(broker *b, wf_fn f, const json_t *args, char id[P2P_HASH_HEX_LEN + 1]);
 
 /* pull_update now; the call JSON (new reference). */
@@ -189,8 +189,8 @@ typedef bool (*wf_watch_fn)(const json_t *call, void *ctx);
 /* Long-polls pull_update (since the last version seen, waits of up to 10 s)
  * and shows each state to `fn`, starting with the current one, until `fn`
  * says stop; fails the test after `timeout_ms`. Returns the last state (new
- * reference). `c` NULL = a client of its own (so that several watchers may
- * run in threads). */
+ * reference). Each watch has a client of its own, so several may run in
+ * threads. */
 json_t *wf_watch(broker *b, wf_fn f, const char *id, long timeout_ms, wf_watch_fn fn, void *ctx);
 
 /* Watches until the status is one in `statuses` ("done|failed"); the state
