@@ -80,6 +80,7 @@ curl -sf "$api/push_update" -d "{\"identifier\": \"$id\", \"fingerprint\": \"$fp
 echo
 
 say "done"
-echo "Every step above used the real broker over HTTP. Still to come: the worker program"
-echo "(issue 4) and the client library (issue 5) that replace the curl steps, and"
-echo "'p2prpc generate-broker/worker/client' (issue 6) that writes them from the header."
+echo "Every step above used the real broker over HTTP. Still to come: the client library"
+echo "(issue 5), and 'p2prpc generate-broker/worker/client' (issue 6), which writes the"
+echo "worker program of this function (over the worker library, p2p_worker_main) and the"
+echo "client stubs that replace the curl steps."
