@@ -3,13 +3,13 @@
  * docs/cli.md, section "p2prpc-broker"; --help prints the same list. */
 #include "broker.h"
 
+#include "cliutil.h"
 #include "log.h"
 #include "sign.h"
 #include "version.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,30 +49,14 @@ typedef struct cli {
     char *host; /* owned: from --listen */
 } cli;
 
+#define PROG "p2prpc-broker"
+
 static int parse_double(const char *flag, const char *s, double min, double max, double *out) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < min || v > max) {
-        fprintf(stderr, "p2prpc-broker: %s: \"%s\" is not a number from %g to %g\n", flag, s, min,
-                max);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return p2p_cli_number(PROG, flag, s, min, max, out);
 }
 
 static int parse_ll(const char *flag, const char *s, long long min, long long max, long long *out) {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "p2prpc-broker: %s: \"%s\" is not an integer from %lld to %lld\n", flag, s,
-                min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return p2p_cli_integer(PROG, flag, s, min, max, out);
 }
 
 /* "1048576", "512K", "64M", "2G", "1T" (powers of 1024). */
@@ -291,13 +275,6 @@ static int add_schemas(p2p_broker *b, const cli *c, const p2p_schema *const *sch
 }
 
 /* Waits for SIGTERM or SIGINT (blocked in every thread, so only here). */
-static int wait_for_signal(const sigset_t *set) {
-    int sig = 0;
-    while (sigwait(set, &sig) != 0)
-        ;
-    return sig;
-}
-
 static int serve(cli *c, const p2p_schema *const *schemas, size_t n, const sigset_t *set) {
     p2p_error err = {0};
     unsigned char *secret = NULL;
@@ -322,7 +299,7 @@ static int serve(cli *c, const p2p_schema *const *schemas, size_t n, const sigse
     }
     printf("listening on %s\n", p2p_broker_url(b));
     fflush(stdout);
-    int sig = wait_for_signal(set);
+    int sig = p2p_cli_wait_signal(set);
     P2P_INFO("broker: %s received, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     p2p_broker_free(b);
     return 0;

@@ -3,13 +3,12 @@
  * --help prints the same list. */
 #include "worker_internal.h"
 
+#include "cliutil.h"
 #include "log.h"
 #include "sign.h"
 #include "version.h"
 
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,28 +79,18 @@ static const struct option long_options[] = {
 
 static int parse_seconds(const cli *c, const char *flag, const char *s, double min, double max,
                          int64_t *ms) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < min || v > max) {
-        fprintf(stderr, "%s: %s: \"%s\" is not a number of seconds from %g to %g\n", c->prog, flag,
-                s, min, max);
+    double v = 0;
+    if (p2p_cli_number(c->prog, flag, s, min, max, &v) != 0)
         return -1;
-    }
     *ms = (int64_t)(v * 1000 + 0.5);
     return 0;
 }
 
 static int parse_int(const cli *c, const char *flag, const char *s, long min, long max, long *out) {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "%s: %s: \"%s\" is not an integer from %ld to %ld\n", c->prog, flag, s, min,
-                max);
+    long long v = 0;
+    if (p2p_cli_integer(c->prog, flag, s, min, max, &v) != 0)
         return -1;
-    }
-    *out = v;
+    *out = (long)v;
     return 0;
 }
 
@@ -223,13 +212,6 @@ static int dump_schemas(const cli *c, const p2p_worker_function *fns, size_t n) 
     return rc != 0 ? 1 : 0;
 }
 
-static int wait_for_signal(const sigset_t *set) {
-    int sig = 0;
-    while (sigwait(set, &sig) != 0)
-        ;
-    return sig;
-}
-
 static int serve(cli *c, const p2p_worker_function *fns, size_t n, const sigset_t *set) {
     p2p_error err = {0};
     unsigned char *secret = NULL;
@@ -253,7 +235,7 @@ static int serve(cli *c, const p2p_worker_function *fns, size_t n, const sigset_
     printf("worker %s serving %zu function(s) from %zu broker(s)\n", p2p_worker_node_id(w), n,
            p2p_worker_broker_count(w));
     fflush(stdout);
-    int sig = wait_for_signal(set);
+    int sig = p2p_cli_wait_signal(set);
     P2P_INFO("worker: %s received, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     p2p_worker_free(w);
     return 0;
