@@ -8,7 +8,6 @@
 #include "log.h"
 #include "node.h"
 #include "schema.h"
-#include "value.h"
 #include "version.h"
 
 #include <getopt.h>
@@ -190,26 +189,13 @@ static json_t *load_json(const char *path, p2p_error *err) {
     return doc;
 }
 
-/* Computes the identifier of `args` (a JSON object of named arguments) for the
- * function described by `schema`, exactly as a client does before pushing. */
+/* The identifier of `args` (named arguments) for the function `schema_json`
+ * describes, exactly as a client computes it before pushing. */
 static int ident_of(const json_t *schema_json, const json_t *args, char *out, p2p_error *err) {
     p2p_schema *schema = NULL;
-    p2p_value *values = NULL;
-    size_t n = 0;
     int rc = p2p_schema_from_json(schema_json, &schema, err);
-    if (rc != 0)
-        return rc;
-    const p2p_param *params = p2p_schema_inputs(schema, &n);
-    values = calloc(n ? n : 1, sizeof(*values));
-    if (values == NULL)
-        rc = p2p_error_set(err, P2P_ENOMEM, NULL);
     if (rc == 0)
-        rc = p2p_value_list_from_json(params, n, args, values, err);
-    if (rc == 0)
-        rc = p2p_ident_compute(schema, values, out, err);
-    if (values != NULL)
-        p2p_value_list_cleanup(values, n);
-    free(values);
+        rc = p2p_ident_from_json(schema, args, out, err);
     p2p_schema_free(schema);
     return rc;
 }

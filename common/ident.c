@@ -1,5 +1,6 @@
 #include "ident.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Doubles are hashed as their IEEE-754 binary64 bits, read through a uint64_t
@@ -93,4 +94,20 @@ int p2p_ident_compute(const p2p_schema *s, const p2p_value *args,
     const p2p_param *params = p2p_schema_inputs(s, &n);
     return p2p_ident_compute_parts(p2p_schema_name(s), p2p_schema_fingerprint(s), params, n, args,
                                    out_hex, err);
+}
+
+int p2p_ident_from_json(const p2p_schema *s, const json_t *args, char out_hex[P2P_HASH_HEX_LEN + 1],
+                        p2p_error *err) {
+    size_t n = 0;
+    const p2p_param *params = p2p_schema_inputs(s, &n);
+    p2p_value *values = calloc(n ? n : 1, sizeof(*values));
+    if (values == NULL)
+        return p2p_error_set(err, P2P_ENOMEM, NULL);
+    int rc = p2p_value_list_from_json(params, n, args, values, err);
+    if (rc == 0) {
+        rc = p2p_ident_compute(s, values, out_hex, err);
+        p2p_value_list_cleanup(values, n);
+    }
+    free(values);
+    return rc;
 }

@@ -35,4 +35,12 @@ int p2p_ident_compute_parts(const char *function, const char *fingerprint, const
                             size_t n, const p2p_value *args, char out_hex[P2P_HASH_HEX_LEN + 1],
                             p2p_error *err) P2P_NODISCARD;
 
+/* The same from a JSON object of named arguments in their wire form (as
+ * push_update carries them), checked strictly against the inputs of `s` first
+ * (p2p_value_list_from_json: a missing, extra or mistyped argument is
+ * P2P_EINVAL/P2P_ETYPE naming it). This is what a client computes before it
+ * pushes a call. All borrowed. */
+int p2p_ident_from_json(const p2p_schema *s, const json_t *args, char out_hex[P2P_HASH_HEX_LEN + 1],
+                        p2p_error *err) P2P_NODISCARD;
+
 #endif

@@ -595,17 +595,9 @@ void wf_assert_no_orphans(const worker *w, long timeout_ms) {
 /* ---- calls ---- */
 
 void wf_call_id(wf_fn f, const json_t *args, char id[P2P_HASH_HEX_LEN + 1]) {
-    const p2p_schema *s = wf_schema(f);
-    size_t n = 0;
-    const p2p_param *params = p2p_schema_inputs(s, &n);
-    p2p_value values[8];
-    ASSERT_LE(n, 8);
     p2p_error err;
-    if (p2p_value_list_from_json(params, n, args, values, &err) != 0)
-        TEST_FAIL_("args: %s", err.msg);
-    if (p2p_ident_compute(s, values, id, &err) != 0)
+    if (p2p_ident_from_json(wf_schema(f), args, id, &err) != 0)
         TEST_FAIL_("ident: %s", err.msg);
-    p2p_value_list_cleanup(values, n);
 }
 
 static void post(broker *b, p2p_http_client *c, wf_fn f, const char *route, const json_t *body,

@@ -45,6 +45,29 @@ static void test_worked_example(void) {
     p2p_schema_free(s);
 }
 
+static void test_from_json(void) {
+    const p2p_param in[] = {{"a", P2P_TYPE_INT64}, {"b", P2P_TYPE_INT64}};
+    const p2p_param out[] = {{"sum", P2P_TYPE_INT64}};
+    p2p_schema *s = build("p2prpc_add", in, 2, out, 1);
+    char id[P2P_HASH_HEX_LEN + 1];
+    p2p_error err = {0};
+    /* The worked example from its wire form; member order does not matter. */
+    json_t *args = json_loads("{\"b\": 2, \"a\": 1}", 0, NULL);
+    ASSERT_OK(p2p_ident_from_json(s, args, id, &err));
+    ASSERT_STR_EQ(id, ID_ADD_1_2);
+    json_decref(args);
+    /* Arguments are checked strictly before anything is hashed. */
+    args = json_loads("{\"a\": 1}", 0, NULL);
+    ASSERT_EQ(p2p_ident_from_json(s, args, id, &err), P2P_EINVAL);
+    ASSERT_STR_CONTAINS(err.msg, "missing argument 'b'");
+    json_decref(args);
+    args = json_loads("{\"a\": 1, \"b\": 2.5}", 0, NULL);
+    ASSERT_NE(p2p_ident_from_json(s, args, id, &err), 0);
+    ASSERT_STR_CONTAINS(err.msg, "'b'");
+    json_decref(args);
+    p2p_schema_free(s);
+}
+
 static void test_analyze_example(void) {
     const p2p_param in[] = {{"video_handle", P2P_TYPE_FILE}, {"arg2", P2P_TYPE_INT64}};
     const p2p_param out[] = {{"results_file1", P2P_TYPE_FILE},
@@ -254,6 +277,7 @@ static void test_errors(void) {
 
 int main(void) {
     TEST_RUN(test_worked_example);
+    TEST_RUN(test_from_json);
     TEST_RUN(test_analyze_example);
     TEST_RUN(test_all_types_through_json);
     TEST_RUN(test_edge_values);
