@@ -183,7 +183,12 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
         return rc;
     }
     P2P_INFO("client: broker %s skipped: %s", url, why.msg);
-    add_reason(reasons, used, url, p2p_error_name(why.code));
+    /* The error's name is short enough for several brokers in one message;
+     * a TLS failure keeps its reason, which "unauthorized" would hide. */
+    const char *tls = strstr(why.msg, "SSL");
+    if (tls == NULL)
+        tls = strstr(why.msg, "certificate");
+    add_reason(reasons, used, url, tls != NULL ? tls : p2p_error_name(why.code));
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }
