@@ -188,7 +188,12 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
     const char *tls = strstr(why.msg, "SSL");
     if (tls == NULL)
         tls = strstr(why.msg, "certificate");
-    add_reason(reasons, used, url, tls != NULL ? tls : p2p_error_name(why.code));
+    char reason[P2P_SCHEMA_NAME_MAX + 32];
+    if (why.code == P2P_ENOTFOUND)
+        snprintf(reason, sizeof(reason), "does not serve %s", p2p_schema_name(f->schema));
+    else
+        snprintf(reason, sizeof(reason), "%s", tls != NULL ? tls : p2p_error_name(why.code));
+    add_reason(reasons, used, url, reason);
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }
