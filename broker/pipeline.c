@@ -339,6 +339,8 @@ static void resolve(p2p_broker *b, const char *identifier, const json_t *args, c
     if (rc == 0)
         rc = p2p_store_resolve(b->store, identifier, text, blobs, nblobs, why, &err);
     pthread_rwlock_unlock(&b->blob_lock);
+    if (rc == 0 && why == NULL)
+        p2p_metrics_add(b->metrics, P2P_METRIC_PIPELINE_RESOLVED, 1);
     if (rc == 0)
         P2P_INFO("pipeline: call %s %s", identifier, why != NULL ? why : "has its inputs: queued");
     else if (rc != P2P_ECONFLICT) /* settled or terminated meanwhile: nothing to do */
