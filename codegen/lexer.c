@@ -210,15 +210,20 @@ static size_t directive_name(const p2p__cg_lexer *lx, char *name, size_t size) {
     return i;
 }
 
-/* True for "#if 0": a group every compiler skips, so its content (a
- * declaration commented out, text that is not C) is not read. */
+/* True for "#if 0" alone on its line (a comment may follow): a group every
+ * compiler skips, so its content (a declaration commented out, text that is
+ * not C) is not read. "#if 0 || X" is not it. */
 static bool directive_is_if0(const p2p__cg_lexer *lx) {
     char name[8];
     size_t i = directive_name(lx, name, sizeof(name));
     if (strcmp(name, "if") != 0 || i >= lx->len || lx->text[i] != '0')
         return false;
-    int next = i + 1 < lx->len ? (unsigned char)lx->text[i + 1] : '\n';
-    return is_blank(next) || next == '\n' || next == '/';
+    for (i++; i < lx->len && is_blank((unsigned char)lx->text[i]); i++)
+        continue;
+    if (i >= lx->len || lx->text[i] == '\n')
+        return true;
+    return lx->text[i] == '/' && i + 1 < lx->len &&
+           (lx->text[i + 1] == '/' || lx->text[i + 1] == '*');
 }
 
 /* What a directive inside a skipped group does to its nesting. */

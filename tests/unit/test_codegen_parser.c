@@ -131,13 +131,17 @@ static void test_if0_groups(void) {
                        "#ifdef NOT_DEFINED\n"
                        "P2PRPC_FUNCTION int p2prpc_ifdef(P2P_OUT int *y);\n"
                        "#endif\n"
-                       "#if 00\n#endif\n";
+                       "#if 00\n#endif\n"
+                       "#if 0 || 1\n"
+                       "P2PRPC_FUNCTION int p2prpc_or(P2P_OUT int *y);\n"
+                       "#endif\n";
     p2p_cg_header h;
     parse_ok(text, &h);
-    ASSERT_EQ(h.n_functions, 2);
+    ASSERT_EQ(h.n_functions, 3);
     ASSERT_STR_EQ(h.functions[0].name, "p2prpc_new");
     ASSERT_EQ(h.functions[0].line, 11);
     ASSERT_STR_EQ(h.functions[1].name, "p2prpc_ifdef");
+    ASSERT_STR_EQ(h.functions[2].name, "p2prpc_or");
     p2p_cg_header_cleanup(&h);
 }
 
