@@ -373,8 +373,12 @@ static int next_timeout_ms(p2p_longpoll *lp) {
     return left > INT_MAX ? INT_MAX : (int)left;
 }
 
+/* Detaches what is due: the closed sockets of `ev`, then the expired
+ * deadlines. The batch keeps that order (deadlines earliest first), so calls
+ * that expire together are answered in the order they were due. */
 static entry *collect(p2p_longpoll *lp, const struct epoll_event *ev, int n) {
     entry *batch = NULL;
+    entry **tail = &batch;
     for (int i = 0; i < n; i++) {
         if (ev[i].data.u64 == KICK_TAG) {
             uint64_t v;
@@ -386,16 +390,17 @@ static entry *collect(p2p_longpoll *lp, const struct epoll_event *ev, int n) {
         if (e == NULL)
             continue; /* fired by another thread since epoll_wait returned */
         detach(lp, e, P2P_LONGPOLL_CLOSED);
-        e->fire_next = batch;
-        batch = e;
+        *tail = e;
+        tail = &e->fire_next;
     }
     int64_t now = p2p_longpoll_now_ms();
     while (lp->heap_len > 0 && lp->heap[0]->deadline <= now) {
         entry *e = lp->heap[0];
         detach(lp, e, P2P_LONGPOLL_TIMEOUT);
-        e->fire_next = batch;
-        batch = e;
+        *tail = e;
+        tail = &e->fire_next;
     }
+    *tail = NULL;
     return batch;
 }
 
