@@ -51,17 +51,17 @@ bool p2p__mg_duplicate(const bson_error_t *e) {
 
 void p2p__mg_acquire(p2p__mg_store *s, p2p__mg_conn *c) {
     c->s = s;
-    c->client = mongoc_client_pool_pop(s->pool);
+    c->client = mongoc_client_pool_pop(s->link.pool);
 }
 
 void p2p__mg_release(p2p__mg_conn *c) {
     if (c->client != NULL)
-        mongoc_client_pool_push(c->s->pool, c->client);
+        mongoc_client_pool_push(c->s->link.pool, c->client);
     c->client = NULL;
 }
 
 mongoc_collection_t *p2p__mg_coll(p2p__mg_conn *c, const char *name) {
-    return mongoc_client_get_collection(c->client, c->s->db_name, name);
+    return mongoc_client_get_collection(c->client, c->s->link.db_name, name);
 }
 
 static bool function_known(p2p__mg_store *s, const char *function) {
@@ -119,7 +119,7 @@ static int create_indexes(p2p__mg_conn *c, const char *coll_name, p2p_error *err
     append_index(&indexes, 7, "checkpoint_blobs", BCON_NEW("checkpoints.hash", BCON_INT32(1)),
                  false);
     bson_append_array_end(cmd, &indexes);
-    mongoc_database_t *db = mongoc_client_get_database(c->client, c->s->db_name);
+    mongoc_database_t *db = mongoc_client_get_database(c->client, c->s->link.db_name);
     bool ok = mongoc_database_write_command_with_opts(db, cmd, NULL, &reply, &e);
     mongoc_database_destroy(db);
     bson_destroy(&reply);
@@ -546,29 +546,29 @@ static bool db_name_ok(const char *name) {
 
 /* Fills in the timeouts and, for sync full, the write concern, unless the
  * URI sets them. */
-static void tune_uri(p2p__mg_store *s) {
-    if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+static void tune_uri(mongoc_uri_t *uri, p2p_store_sync sync) {
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
                                        DEFAULT_SELECTION_MS);
-    if (!mongoc_uri_has_option(s->uri, MONGOC_URI_CONNECTTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_CONNECTTIMEOUTMS, DEFAULT_CONNECT_MS);
-    if (!mongoc_uri_has_option(s->uri, MONGOC_URI_APPNAME))
-        mongoc_uri_set_appname(s->uri, "p2prpc-broker");
-    if (s->base.opts.sync == P2P_STORE_SYNC_FULL && !mongoc_uri_has_option(s->uri, MONGOC_URI_W)) {
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, DEFAULT_CONNECT_MS);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
+        mongoc_uri_set_appname(uri, "p2prpc-broker");
+    if (sync == P2P_STORE_SYNC_FULL && !mongoc_uri_has_option(uri, MONGOC_URI_W)) {
         mongoc_write_concern_t *wc = mongoc_write_concern_new();
         mongoc_write_concern_set_wmajority(wc, 0);
         mongoc_write_concern_set_journal(wc, true);
-        mongoc_uri_set_write_concern(s->uri, wc);
+        mongoc_uri_set_write_concern(uri, wc);
         mongoc_write_concern_destroy(wc);
     }
 }
 
-static int parse_uri(p2p__mg_store *s, const char *uri, p2p_error *err) {
+static int parse_uri(p2p__mg_link *l, const char *uri, p2p_store_sync sync, p2p_error *err) {
     bson_error_t e;
-    s->uri = mongoc_uri_new_with_error(uri, &e);
-    if (s->uri == NULL)
+    l->uri = mongoc_uri_new_with_error(uri, &e);
+    if (l->uri == NULL)
         return p2p_error_set(err, P2P_EINVAL, "bad MongoDB URI: %s", e.message);
-    const char *db = mongoc_uri_get_database(s->uri);
+    const char *db = mongoc_uri_get_database(l->uri);
     if (db == NULL || db[0] == '\0')
         db = DEFAULT_DB;
     if (!db_name_ok(db))
@@ -576,39 +576,51 @@ static int parse_uri(p2p__mg_store *s, const char *uri, p2p_error *err) {
                              "bad MongoDB database name \"%.64s\": 1 to 38 letters, digits, "
                              "'_' or '-'",
                              db);
-    s->db_name = strdup(db);
-    if (s->db_name == NULL)
+    l->db_name = strdup(db);
+    if (l->db_name == NULL)
         return p2p_error_set(err, P2P_ENOMEM, NULL);
-    tune_uri(s);
+    tune_uri(l->uri, sync);
     return 0;
 }
 
-static int ping(p2p__mg_store *s, p2p_error *err) {
-    p2p__mg_conn c;
+static int ping(p2p__mg_link *l, p2p_error *err) {
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
     bson_t reply;
     bson_error_t e;
-    p2p__mg_acquire(s, &c);
-    bool ok = mongoc_client_command_simple(c.client, s->db_name, cmd, NULL, &reply, &e);
-    p2p__mg_release(&c);
+    mongoc_client_t *client = mongoc_client_pool_pop(l->pool);
+    bool ok = mongoc_client_command_simple(client, l->db_name, cmd, NULL, &reply, &e);
+    mongoc_client_pool_push(l->pool, client);
     bson_destroy(&reply);
     bson_destroy(cmd);
-    if (ok)
-        return 0;
-    int rc = p2p__mg_error(&e, err, "the database refused a ping");
-    return rc;
+    return ok ? 0 : p2p__mg_error(&e, err, "the database refused a ping");
 }
 
-static int mg_setup(p2p__mg_store *s, const char *uri, p2p_error *err) {
-    int rc = parse_uri(s, uri, err);
+int p2p__mg_link_open(const char *uri, p2p_store_sync sync, p2p__mg_link *out, p2p_error *err) {
+    memset(out, 0, sizeof(*out));
+    if (uri == NULL || uri[0] == '\0')
+        return p2p_error_set(err, P2P_EINVAL, "MongoDB URI missing");
+    pthread_once(&init_once, init_driver);
+    int rc = parse_uri(out, uri, sync, err);
     if (rc != 0)
         return rc;
     bson_error_t e;
-    s->pool = mongoc_client_pool_new_with_error(s->uri, &e);
-    if (s->pool == NULL)
+    out->pool = mongoc_client_pool_new_with_error(out->uri, &e);
+    if (out->pool == NULL)
         return p2p_error_set(err, P2P_EINVAL, "bad MongoDB URI: %s", e.message);
-    mongoc_client_pool_set_error_api(s->pool, MONGOC_ERROR_API_VERSION_2);
-    rc = ping(s, err);
+    mongoc_client_pool_set_error_api(out->pool, MONGOC_ERROR_API_VERSION_2);
+    return ping(out, err);
+}
+
+void p2p__mg_link_close(p2p__mg_link *link) {
+    if (link->pool != NULL)
+        mongoc_client_pool_destroy(link->pool);
+    mongoc_uri_destroy(link->uri);
+    free(link->db_name);
+    memset(link, 0, sizeof(*link));
+}
+
+static int mg_setup(p2p__mg_store *s, const char *uri, p2p_error *err) {
+    int rc = p2p__mg_link_open(uri, s->base.opts.sync, &s->link, err);
     return rc != 0 ? rc : p2p__mg_watch_start(s, err);
 }
 
@@ -618,9 +630,6 @@ static const p2p__store_ops mongo_ops;
 int p2p_store_mongo_open(const char *uri, const p2p_store_options *opts, p2p_store **out,
                          p2p_error *err) {
     *out = NULL;
-    if (uri == NULL || uri[0] == '\0')
-        return p2p_error_set(err, P2P_EINVAL, "MongoDB URI missing");
-    pthread_once(&init_once, init_driver);
     p2p__mg_store *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return p2p_error_set(err, P2P_ENOMEM, NULL);
@@ -648,15 +657,12 @@ int p2p_store_mongo_open(const char *uri, const p2p_store_options *opts, p2p_sto
 static void mg_free(p2p_store *store) {
     p2p__mg_store *s = mg(store);
     p2p__mg_watch_stop(s);
-    if (s->pool != NULL)
-        mongoc_client_pool_destroy(s->pool);
-    mongoc_uri_destroy(s->uri);
+    p2p__mg_link_close(&s->link);
     while (s->functions != NULL) {
         p2p__mg_function *next = s->functions->next;
         free(s->functions);
         s->functions = next;
     }
-    free(s->db_name);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->watch_lock);
     pthread_cond_destroy(&s->watch_wake);

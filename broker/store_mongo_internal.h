@@ -43,11 +43,17 @@ typedef struct p2p__mg_function {
     struct p2p__mg_function *next;
 } p2p__mg_function;
 
-typedef struct p2p__mg_store {
-    p2p_store base; /* first: a p2p_store * points here */
+/* A connection to a database: its URI, a client pool, the database name.
+ * The store and the GridFS blob store each have one. */
+typedef struct p2p__mg_link {
     mongoc_uri_t *uri;
     mongoc_client_pool_t *pool;
     char *db_name;
+} p2p__mg_link;
+
+typedef struct p2p__mg_store {
+    p2p_store base; /* first: a p2p_store * points here */
+    p2p__mg_link link;
 
     pthread_mutex_t lock; /* guards `functions` */
     p2p__mg_function *functions;
@@ -72,6 +78,14 @@ typedef struct p2p__mg_conn {
 } p2p__mg_conn;
 
 /* --- store_mongo.c --- */
+
+/* Parses `uri` (the database from its path, "p2prpc" when empty; default
+ * timeouts added; with `sync` full, journaled majority writes), makes the
+ * client pool and pings the server. `out` is zeroed first and cleaned up by
+ * p2p__mg_link_close, even on error. P2P_EINVAL, P2P_EUNAVAIL, P2P_ESTORE. */
+int p2p__mg_link_open(const char *uri, p2p_store_sync sync, p2p__mg_link *out,
+                      p2p_error *err) P2P_NODISCARD;
+void p2p__mg_link_close(p2p__mg_link *link);
 
 /* Converts a driver or server failure into a p2prpc error and returns its
  * code: P2P_EUNAVAIL with "database unavailable: ..." when the database
