@@ -361,9 +361,10 @@ static int mg_count(p2p_store *store, const char *function, uint64_t *counts, p2
 }
 
 /* Reads up to `want` calls of one function, newest first, into `out`
- * (appended). */
+ * (appended), and their creation order into `seqs` (may be NULL) at the
+ * same positions. */
 static int list_function(p2p__mg_conn *c, const char *function, int status, size_t skip,
-                         size_t want, p2p_call_list *out, p2p_error *err) {
+                         size_t want, p2p_call_list *out, int64_t *seqs, p2p_error *err) {
     mongoc_collection_t *coll = NULL;
     int rc = p2p__mg_calls(c, function, &coll, err);
     if (rc != 0)
@@ -378,6 +379,8 @@ static int list_function(p2p__mg_conn *c, const char *function, int status, size
     bson_error_t e;
     size_t got = 0;
     while (rc == 0 && got < want && mongoc_cursor_next(cur, &doc)) {
+        if (seqs != NULL)
+            seqs[out->count] = p2p__mg_int(doc, "seq");
         rc = p2p__mg_doc_to_call(doc, &out->items[out->count], err);
         out->count += rc == 0;
         got += rc == 0;
@@ -391,40 +394,67 @@ static int list_function(p2p__mg_conn *c, const char *function, int status, size
     return rc;
 }
 
+typedef struct ranked {
+    int64_t seq;
+    size_t index;
+} ranked;
+
 static int by_seq_desc(const void *a, const void *b) {
-    const p2p_call *x = a, *y = b;
-    /* created_ms then identifier: the merge of several collections. */
-    if (x->created_ms != y->created_ms)
-        return x->created_ms < y->created_ms ? 1 : -1;
-    return strcmp(y->identifier, x->identifier);
+    const ranked *x = a, *y = b;
+    return x->seq < y->seq ? 1 : x->seq > y->seq ? -1 : 0;
 }
 
-/* Every function: the first offset + limit of each, merged newest first. */
+/* Keeps calls offset..offset+limit of `out` in the order of `seqs`
+ * (newest first), freeing the others. */
+static int keep_page(p2p_call_list *out, const int64_t *seqs, size_t offset, size_t limit,
+                     p2p_error *err) {
+    ranked *order = calloc(out->count, sizeof(*order));
+    p2p_call *page = calloc(limit, sizeof(*page));
+    if (order == NULL || page == NULL) {
+        free(order);
+        free(page);
+        return p2p_error_set(err, P2P_ENOMEM, NULL);
+    }
+    for (size_t i = 0; i < out->count; i++)
+        order[i] = (ranked){.seq = seqs[i], .index = i};
+    qsort(order, out->count, sizeof(*order), by_seq_desc);
+    size_t n = 0;
+    for (size_t i = 0; i < out->count; i++) {
+        p2p_call *call = &out->items[order[i].index];
+        if (i >= offset && n < limit)
+            page[n++] = *call;
+        else
+            p2p_call_cleanup(call);
+    }
+    free(order);
+    free(out->items);
+    out->items = page;
+    out->count = n;
+    return 0;
+}
+
+/* Every function: the first offset + limit of each, merged newest first by
+ * the creation order that all functions share (the counter). */
 static int list_all(p2p__mg_conn *c, const p2p_store_query *q, p2p_call_list *out, p2p_error *err) {
     char **names = NULL;
+    int64_t *seqs = NULL;
     int rc = p2p__mg_functions(c, &names, err);
     size_t n = 0, want = q->offset + q->limit;
     for (size_t i = 0; rc == 0 && names[i] != NULL; i++)
         n++;
     if (rc == 0 && n > 0) {
         out->items = calloc(n * want, sizeof(*out->items));
-        if (out->items == NULL)
+        seqs = calloc(n * want, sizeof(*seqs));
+        if (out->items == NULL || seqs == NULL)
             rc = p2p_error_set(err, P2P_ENOMEM, NULL);
     }
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = list_function(c, names[i], q->status, 0, want, out, err);
+        rc = list_function(c, names[i], q->status, 0, want, out, seqs, err);
     p2p__mg_names_free(names);
-    if (rc != 0 || out->count == 0)
-        return rc;
-    qsort(out->items, out->count, sizeof(*out->items), by_seq_desc);
-    size_t keep = out->count > q->offset ? out->count - q->offset : 0;
-    keep = keep < q->limit ? keep : q->limit;
-    for (size_t i = 0; i < out->count; i++)
-        if (i < q->offset || i >= q->offset + keep)
-            p2p_call_cleanup(&out->items[i]);
-    memmove(out->items, out->items + (keep > 0 ? q->offset : 0), keep * sizeof(*out->items));
-    out->count = keep;
-    return 0;
+    if (rc == 0 && out->count > 0)
+        rc = keep_page(out, seqs, q->offset, q->limit, err);
+    free(seqs);
+    return rc;
 }
 
 static int mg_list(p2p_store *store, const p2p_store_query *q, p2p_call_list *out, p2p_error *err) {
@@ -437,7 +467,7 @@ static int mg_list(p2p_store *store, const p2p_store_query *q, p2p_call_list *ou
         out->items = calloc(q->limit, sizeof(*out->items));
         rc = out->items == NULL
                  ? p2p_error_set(err, P2P_ENOMEM, NULL)
-                 : list_function(&c, q->function, q->status, q->offset, q->limit, out, err);
+                 : list_function(&c, q->function, q->status, q->offset, q->limit, out, NULL, err);
     } else {
         rc = list_all(&c, q, out, err);
     }
