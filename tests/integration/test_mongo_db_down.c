@@ -1,0 +1,130 @@
+/* The database goes away under a running broker, and comes back.
+ *
+ * The broker reaches MongoDB through a TCP proxy (mongo_fixture.h) that the
+ * test takes down: every connection is cut and new ones are closed at once,
+ * as a crashed or unreachable server does, while the data stays (so this
+ * runs the same against jongodb and a real MongoDB).
+ * - while it is down, the routes that need the store answer 503
+ *   {"error":{"code":"unavailable","message":"database unavailable: ..."}}
+ *   within the driver's server selection timeout, and the broker stays up
+ *   (/health answers 200);
+ * - once it is back, the same broker process, never restarted, creates and
+ *   reads calls again by itself (bounded retries, 250 ms apart), and a worker
+ *   started before the outage gets the work done. */
+#include "mongo_fixture.h"
+#include "worker_fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static mongo_fixture M;
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* POST push_update for p2prpc_add(a, x) with execute, as the worker's
+ * schema has it; the answer in `r`. */
+static void push(broker *b, long long a, long long x, char id[P2P_HASH_HEX_LEN + 1],
+                 harness_reply *r) {
+    json_t *args = fx_add_args(a, x);
+    wf_call_id(WF_ADD, args, id);
+    json_t *body = json_pack("{s:s, s:s, s:O, s:b}", "identifier", id, "fingerprint",
+                             p2p_schema_fingerprint(wf_schema(WF_ADD)), "args", args, "execute", 1);
+    ASSERT_TRUE(body != NULL);
+    fx_post(b, NULL, FX_ADD, "push_update", NULL, body, r);
+    json_decref(body);
+    json_decref(args);
+}
+
+static void expect_unavailable(const harness_reply *r, const char *what) {
+    if (r->status != 503)
+        fprintf(stderr, "%s while the database is down: %ld %s\n", what, r->status, r->body);
+    HARNESS_EXPECT(r, 503, "unavailable");
+    json_t *msg = json_object_get(json_object_get(r->json, "error"), "message");
+    ASSERT_STR_CONTAINS(json_string_value(msg), "database unavailable");
+    fprintf(stderr, "%s while down: 503 in %lld ms: %s\n", what, (long long)r->ms,
+            json_string_value(msg));
+    /* The driver gives up after its server selection timeout (5 s unless the
+     * URI says otherwise); allow for a loaded machine. */
+    ASSERT_LT(r->ms, 30000);
+}
+
+static void test_database_down_and_back(void) {
+    mongo_proxy *proxy = NULL;
+    char server[128];
+    mongo_fixture_host_port(&M, server, sizeof(server));
+    ASSERT_OK(mongo_proxy_start(server, &proxy, NULL));
+    broker b;
+    wf_broker_init(&b, "mdd_broker", NULL);
+    mongo_fixture_uri_for(&M, mongo_proxy_host_port(proxy), b.store, sizeof(b.store));
+    broker_start(&b);
+    worker w;
+    worker_start_for(&w, "mdd_worker", &b, &(worker_config){.concurrency = 1, .log_level = "info"});
+
+    /* Up: a call is created and done. */
+    char before[P2P_HASH_HEX_LEN + 1], during[P2P_HASH_HEX_LEN + 1];
+    harness_reply r;
+    push(&b, 1, 2, before, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    json_t *call = wf_await_status(&b, WF_ADD, before, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    json_decref(call);
+
+    /* Down. */
+    mongo_proxy_set_down(proxy, true);
+    int64_t down_at = harness_now_ms();
+    push(&b, 3, 4, during, &r);
+    expect_unavailable(&r, "push_update");
+    harness_reply_cleanup(&r);
+    fx_pull(&b, NULL, FX_ADD, before, -1, -1, &r);
+    expect_unavailable(&r, "pull_update");
+    harness_reply_cleanup(&r);
+    ASSERT_OK(harness_get(b.client, b.url, "/health", 10000, &r));
+    HARNESS_EXPECT(&r, 200, NULL);
+    harness_reply_cleanup(&r);
+    ASSERT_TRUE(harness_proc_running(b.proc));
+    ASSERT_TRUE(harness_proc_running(w.proc));
+    fprintf(stderr, "down for %lld ms\n", (long long)(harness_now_ms() - down_at));
+
+    /* Back: the same broker recovers by itself. */
+    mongo_proxy_set_down(proxy, false);
+    int64_t up_at = harness_now_ms();
+    int tries = 0;
+    for (;; tries++) {
+        push(&b, 3, 4, during, &r);
+        if (r.status == 201 || tries >= 120) /* bounded: 120 x 250 ms + the requests */
+            break;
+        harness_reply_cleanup(&r);
+        sleep_ms(250);
+    }
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    fprintf(stderr, "recovered %lld ms after the database came back (%d refused tries)\n",
+            (long long)(harness_now_ms() - up_at), tries);
+    call = wf_await_status(&b, WF_ADD, during, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 7);
+    json_decref(call);
+    call = wf_pull(&b, WF_ADD, before);
+    wf_expect_status(call, "done");
+    json_decref(call);
+    ASSERT_GT(mongo_proxy_accepted(proxy), 1);
+
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+    broker_stop(&b);
+    broker_cleanup(&b);
+    mongo_proxy_free(proxy);
+}
+
+int main(void) {
+    mongo_fixture_start(&M, "db_down");
+    TEST_RUN(test_database_down_and_back);
+    mongo_fixture_cleanup(&M);
+    return 0;
+}
