@@ -754,6 +754,8 @@ static void test_on_change(void) {
 static void test_open_locations(void) {
     p2p_store *other = NULL;
     p2p_error err;
+    ASSERT_EQ(p2p_store_open("mongodb://127.0.0.1/bad.name", NULL, &other, &err), P2P_EINVAL);
+    ASSERT_STR_CONTAINS(err.msg, "MongoDB");
     ASSERT_EQ(p2p_store_open("", NULL, &other, &err), P2P_EINVAL);
     p2p_store_options opts;
     st_options(&opts, P2P_STORE_SYNC_NORMAL);

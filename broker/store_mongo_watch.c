@@ -1,0 +1,190 @@
+/* The watcher of the MongoDB store: reports to on_change the changes that
+ * other brokers made to the shared database, so that a long-poll parked on
+ * this broker (search_work, pull_update) learns of a call pushed, requeued
+ * or finished through another one.
+ *
+ * Every P2P_STORE_MONGO_WATCH_MS it asks each function's collection, through
+ * the `changes` index on updated_ms, for the calls changed in the last
+ * WINDOW_MS before the newest change it saw, and reports those whose version
+ * differs from the one it saw last time. That is one indexed query per
+ * function and period, whatever the number of waiters; nothing polls per
+ * request. The window absorbs clocks of brokers that differ by up to
+ * WINDOW_MS. Changes made by this process are reported at once by the
+ * operations themselves, and once more by the watcher, which is harmless: a
+ * woken long-poll checks and parks again. Deletions by other brokers are not
+ * reported: a pull_update parked on a deleted call answers 404 at its
+ * deadline. */
+#include "store_mongo.h"
+
+#include "log.h"
+#include "store_mongo_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* How far back, before the newest change seen, each look goes. */
+#define WINDOW_MS 5000
+/* At most this many changed calls are remembered per look. */
+#define MAX_SEEN 20000
+
+typedef struct p2p__mg_seen {
+    char id[P2P_STORE_ID_LEN + 1];
+    int64_t version;
+} p2p__mg_seen;
+
+static int by_id(const void *a, const void *b) {
+    return strcmp(((const p2p__mg_seen *)a)->id, ((const p2p__mg_seen *)b)->id);
+}
+
+/* The version seen last time for `id`, or -1. */
+static int64_t seen_version(const p2p__mg_store *s, const char *id) {
+    p2p__mg_seen key;
+    memcpy(key.id, id, sizeof(key.id));
+    const p2p__mg_seen *hit =
+        s->nseen > 0 ? bsearch(&key, s->seen, s->nseen, sizeof(*s->seen), by_id) : NULL;
+    return hit != NULL ? hit->version : -1;
+}
+
+typedef struct look {
+    p2p__mg_seen *next; /* what this look saw */
+    size_t n, cap;
+    int64_t newest; /* the newest updated_ms seen */
+    bool report;    /* false on the first look: nothing to compare with */
+} look;
+
+static void look_doc(p2p__mg_store *s, look *l, const bson_t *doc) {
+    const char *id = p2p__mg_str(doc, "_id");
+    int64_t version = p2p__mg_int(doc, "version"), updated = p2p__mg_int(doc, "updated_ms");
+    if (id == NULL || strlen(id) != P2P_STORE_ID_LEN || l->n >= MAX_SEEN)
+        return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        p2p__mg_seen *grown = realloc(l->next, cap * sizeof(*grown));
+        if (grown == NULL)
+            return;
+        l->next = grown;
+        l->cap = cap;
+    }
+    memcpy(l->next[l->n].id, id, P2P_STORE_ID_LEN + 1);
+    l->next[l->n++].version = version;
+    if (updated > l->newest)
+        l->newest = updated;
+    if (l->report && seen_version(s, id) != version)
+        p2p__mg_notify(s, doc, false);
+}
+
+static int look_function(p2p__mg_conn *c, const char *function, int64_t since, look *l,
+                         p2p_error *err) {
+    mongoc_collection_t *coll = NULL;
+    int rc = p2p__mg_calls(c, function, &coll, err);
+    if (rc != 0)
+        return rc;
+    bson_t *filter = BCON_NEW("updated_ms", "{", "$gte", BCON_INT64(since), "}");
+    bson_t *opts =
+        BCON_NEW("projection", "{", "_id", BCON_INT32(1), "function", BCON_INT32(1), "status",
+                 BCON_INT32(1), "version", BCON_INT32(1), "updated_ms", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+    const bson_t *doc;
+    bson_error_t e;
+    while (mongoc_cursor_next(cur, &doc))
+        look_doc(c->s, l, doc);
+    if (mongoc_cursor_error(cur, &e))
+        rc = p2p__mg_error(&e, err, "cannot look for changes");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    mongoc_collection_destroy(coll);
+    return rc;
+}
+
+/* One look at every function; keeps what it saw for the next. */
+static int look_once(p2p__mg_store *s, int64_t *newest, bool report, p2p_error *err) {
+    p2p__mg_conn c;
+    char **names = NULL;
+    look l = {.newest = *newest, .report = report};
+    int64_t since = *newest - WINDOW_MS;
+    p2p__mg_acquire(s, &c);
+    int rc = p2p__mg_functions(&c, &names, err);
+    for (size_t i = 0; rc == 0 && names[i] != NULL; i++)
+        rc = look_function(&c, names[i], since, &l, err);
+    p2p__mg_names_free(names);
+    p2p__mg_release(&c);
+    if (rc != 0) {
+        free(l.next);
+        return rc;
+    }
+    if (l.n > 0)
+        qsort(l.next, l.n, sizeof(*l.next), by_id);
+    free(s->seen);
+    s->seen = l.next;
+    s->nseen = l.n;
+    *newest = l.newest;
+    return 0;
+}
+
+static void add_ms(struct timespec *ts, int64_t ms) {
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *watch_main(void *arg) {
+    p2p__mg_store *s = arg;
+    int64_t newest = p2p__store_now(&s->base);
+    bool ready = false, failing = false;
+    pthread_mutex_lock(&s->watch_lock);
+    while (!s->watch_stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        add_ms(&until, s->watch_interval_ms);
+        while (!s->watch_stopping &&
+               pthread_cond_timedwait(&s->watch_wake, &s->watch_lock, &until) != ETIMEDOUT)
+            ;
+        if (s->watch_stopping)
+            break;
+        pthread_mutex_unlock(&s->watch_lock);
+        p2p_error err = {0};
+        int rc = look_once(s, &newest, ready, &err);
+        /* Said once when it starts failing and once when it recovers. */
+        if (rc != 0 && !failing)
+            P2P_WARN("store watcher: %s", err.msg);
+        else if (rc == 0 && failing)
+            P2P_INFO("store watcher: the database answers again");
+        failing = rc != 0;
+        ready = ready || rc == 0;
+        pthread_mutex_lock(&s->watch_lock);
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    return NULL;
+}
+
+int p2p__mg_watch_start(p2p__mg_store *s, p2p_error *err) {
+    if (s->base.opts.on_change == NULL)
+        return 0;
+    s->watch_interval_ms = P2P_STORE_MONGO_WATCH_MS;
+    s->watch_stopping = false;
+    int e = pthread_create(&s->watcher, NULL, watch_main, s);
+    if (e != 0)
+        return p2p_error_errno(err, P2P_EIO, e, "cannot start the store watcher");
+    s->watcher_started = true;
+    return 0;
+}
+
+void p2p__mg_watch_stop(p2p__mg_store *s) {
+    if (!s->watcher_started)
+        return;
+    pthread_mutex_lock(&s->watch_lock);
+    s->watch_stopping = true;
+    pthread_cond_signal(&s->watch_wake);
+    pthread_mutex_unlock(&s->watch_lock);
+    pthread_join(s->watcher, NULL);
+    s->watcher_started = false;
+    free(s->seen);
+    s->seen = NULL;
+    s->nseen = 0;
+}
