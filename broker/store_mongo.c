@@ -720,4 +720,5 @@ static const p2p__store_ops mongo_ops = {
     .checkpoint_put = p2p__mg_checkpoint_put,
     .checkpoint_get = mg_checkpoint_get,
     .get_stats = mg_get_stats,
+    .resolve = p2p__mg_resolve,
 };

@@ -631,3 +631,46 @@ int p2p__mg_checkpoint_put(p2p_store *store, const char *identifier, const char 
     p2p__mg_release(&c);
     return rc;
 }
+
+/* --- pipelines --- */
+
+int p2p__mg_resolve(p2p_store *store, const char *identifier, const char *args,
+                    const char *const *blobs, size_t nblobs, const char *error, p2p_error *err) {
+    p2p__mg_store *s = (p2p__mg_store *)store;
+    p2p__mg_conn c;
+    mongoc_collection_t *coll = NULL;
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(identifier), "status", BCON_UTF8("pushed"));
+    bson_t *set = error != NULL ? state_set(P2P_CALL_FAILED, NULL, error)
+                                : BCON_NEW("status", BCON_UTF8("queued"), "args", BCON_UTF8(args));
+    bson_t update = BSON_INITIALIZER, doc = BSON_INITIALIZER;
+    bool found = false;
+    p2p__mg_touch(s, &update, set, NULL);
+    if (error == NULL)
+        add_to_set(&update, "arg_blobs", blobs, nblobs);
+    p2p__mg_acquire(s, &c);
+    int rc = open_call(&c, identifier, &coll, err);
+    if (rc == 0) {
+        bson_destroy(&doc);
+        rc = p2p__mg_find_modify(coll, filter, NULL, &update, MONGOC_FIND_AND_MODIFY_RETURN_NEW,
+                                 &found, &doc, err);
+    }
+    if (rc == 0 && found) {
+        p2p__mg_changed(s, &doc, false);
+    } else if (rc == 0) {
+        p2p_call_status status = P2P_CALL_PUSHED;
+        bson_destroy(&doc);
+        rc = p2p__mg_find_id(coll, identifier, &doc, err);
+        if (rc == 0 && p2p__mg_status(&doc, &status) != 0)
+            rc = p2p_error_set(err, P2P_ESTORE, "call %s has a malformed status", identifier);
+        else if (rc == 0)
+            rc = p2p_error_set(err, P2P_ECONFLICT, "call %s is %s, not waiting for its inputs",
+                               identifier, p2p_call_status_name(status));
+    }
+    mongoc_collection_destroy(coll);
+    p2p__mg_release(&c);
+    bson_destroy(&doc);
+    bson_destroy(&update);
+    bson_destroy(filter);
+    bson_destroy(set);
+    return rc;
+}

@@ -51,7 +51,6 @@ typedef struct look {
     p2p__mg_seen *next; /* what this look saw */
     size_t n, cap;
     int64_t newest; /* the newest updated_ms seen */
-    bool report;    /* false on the first look: nothing to compare with */
 } look;
 
 static void look_doc(p2p__mg_store *s, look *l, const bson_t *doc) {
@@ -71,7 +70,7 @@ static void look_doc(p2p__mg_store *s, look *l, const bson_t *doc) {
     l->next[l->n++].version = version;
     if (updated > l->newest)
         l->newest = updated;
-    if (l->report && seen_version(s, id) != version)
+    if (seen_version(s, id) != version)
         p2p__mg_notify(s, doc, false);
 }
 
@@ -99,11 +98,13 @@ static int look_function(p2p__mg_conn *c, const char *function, int64_t since, l
     return rc;
 }
 
-/* One look at every function; keeps what it saw for the next. */
-static int look_once(p2p__mg_store *s, int64_t *newest, bool report, p2p_error *err) {
+/* One look at every function; keeps what it saw for the next. The first
+ * look reports every change of the window too: one may have happened after
+ * the store opened, and a spurious wake-up only costs the waiter a check. */
+static int look_once(p2p__mg_store *s, int64_t *newest, p2p_error *err) {
     p2p__mg_conn c;
     char **names = NULL;
-    look l = {.newest = *newest, .report = report};
+    look l = {.newest = *newest};
     int64_t since = *newest - WINDOW_MS;
     p2p__mg_acquire(s, &c);
     int rc = p2p__mg_functions(&c, &names, err);
@@ -136,7 +137,7 @@ static void add_ms(struct timespec *ts, int64_t ms) {
 static void *watch_main(void *arg) {
     p2p__mg_store *s = arg;
     int64_t newest = p2p__store_now(&s->base);
-    bool ready = false, failing = false;
+    bool failing = false;
     pthread_mutex_lock(&s->watch_lock);
     while (!s->watch_stopping) {
         struct timespec until;
@@ -149,14 +150,13 @@ static void *watch_main(void *arg) {
             break;
         pthread_mutex_unlock(&s->watch_lock);
         p2p_error err = {0};
-        int rc = look_once(s, &newest, ready, &err);
+        int rc = look_once(s, &newest, &err);
         /* Said once when it starts failing and once when it recovers. */
         if (rc != 0 && !failing)
             P2P_WARN("store watcher: %s", err.msg);
         else if (rc == 0 && failing)
             P2P_INFO("store watcher: the database answers again");
         failing = rc != 0;
-        ready = ready || rc == 0;
         pthread_mutex_lock(&s->watch_lock);
     }
     pthread_mutex_unlock(&s->watch_lock);
