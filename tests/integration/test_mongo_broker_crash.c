@@ -99,9 +99,14 @@ static void test_kill_one_broker(void) {
     await_done(&B[1], CALLS / 3, 120000);
     static const char *const running[] = {"function=\"p2prpc_slow\"", "status=\"running\"", NULL};
     double running_at_kill = metric(&B[1], "p2prpc_calls", running);
+    double a_claims = metric(&B[0], "p2prpc_claims_total", NULL);
     int64_t killed = harness_now_ms();
     broker_kill(&B[0]);
-    fprintf(stderr, "broker A killed with %.0f calls running\n", running_at_kill);
+    fprintf(stderr, "broker A killed after %.0f claims, with %.0f calls running\n", a_claims,
+            running_at_kill);
+    /* Mid-run: A had handed out work, and work was in flight. */
+    ASSERT_GT(a_claims, 0);
+    ASSERT_GT(running_at_kill, 0);
 
     /* B alone: every call, whichever broker took it, ends done. */
     for (int i = 0; i < CALLS; i++) {

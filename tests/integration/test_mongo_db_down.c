@@ -9,8 +9,12 @@
  *   within the driver's server selection timeout, and the broker stays up
  *   (/health answers 200);
  * - once it is back, the same broker process, never restarted, creates and
- *   reads calls again by itself (bounded retries, 250 ms apart), and a worker
- *   started before the outage gets the work done. */
+ *   reads calls again by itself (bounded retries, 250 ms apart), a worker
+ *   started before the outage gets the work done, and the maintenance passes
+ *   that failed meanwhile were counted (p2prpc_maintenance_errors_total);
+ * - a broker started while the database is down exits at once (status not 0)
+ *   saying "database unavailable", instead of serving 503s from the start. */
+#include "fsutil.h"
 #include "mongo_fixture.h"
 #include "worker_fixture.h"
 
@@ -89,6 +93,10 @@ static void test_database_down_and_back(void) {
     harness_reply_cleanup(&r);
     ASSERT_TRUE(harness_proc_running(b.proc));
     ASSERT_TRUE(harness_proc_running(w.proc));
+    /* Down longer than the driver's server selection timeout (5 s), so that
+     * a maintenance pass fails rather than just waiting for the server. */
+    while (harness_now_ms() - down_at < 12000)
+        sleep_ms(250);
     fprintf(stderr, "down for %lld ms\n", (long long)(harness_now_ms() - down_at));
 
     /* Back: the same broker recovers by itself. */
@@ -114,10 +122,28 @@ static void test_database_down_and_back(void) {
     wf_expect_status(call, "done");
     json_decref(call);
     ASSERT_GT(mongo_proxy_accepted(proxy), 1);
+    char *metrics = fx_metrics_text(&b);
+    double failed_passes = fx_metric(metrics, "p2prpc_maintenance_errors_total", NULL);
+    free(metrics);
+    fprintf(stderr, "maintenance passes that failed while down: %.0f\n", failed_passes);
+    ASSERT_GT(failed_passes, 0);
 
     worker_stop(&w, 30000);
     worker_cleanup(&w);
     broker_stop(&b);
+
+    /* Down before the broker starts: it refuses to start, and says why. */
+    mongo_proxy_set_down(proxy, true);
+    p2p_error err;
+    int64_t t0 = harness_now_ms();
+    ASSERT_NE(broker_try_start(&b, &err), 0);
+    fprintf(stderr, "start with the database down: refused after %lld ms (%s)\n",
+            (long long)(harness_now_ms() - t0), err.msg);
+    size_t len = 0;
+    char *log = NULL;
+    ASSERT_OK(p2p_fs_read_file(b.log, 1 << 20, &log, &len, NULL));
+    ASSERT_STR_CONTAINS(log, "database unavailable");
+    free(log);
     broker_cleanup(&b);
     mongo_proxy_free(proxy);
 }

@@ -10,6 +10,10 @@
  *   broker it was not pushed to);
  * - both brokers handed out work, and both workers did some.
  *
+ * Then blobs across brokers (GridFS): an input uploaded to one broker is the
+ * argument of a call pushed to the other; the worker's output, uploaded to
+ * whichever broker it claimed from, downloads byte for byte from both.
+ *
  * First, without workers, the latency of the cross-broker wake-ups: a
  * search_work parked on broker B answers a call pushed to broker A, and a
  * pull_update parked on A answers the completion pushed to B, each within
@@ -81,13 +85,15 @@ static void count_runs(const char *path, int runs[CALLS], const worker w[2], int
     fclose(f);
 }
 
-/* The call is done with sum i + B_ARG on broker `b`. */
-static void expect_result(broker *b, int i) {
+/* The call is done with sum i + B_ARG on broker `b`; returns its attempts
+ * (claims that counted: 1 unless it was handed out twice). */
+static long long expect_result(broker *b, int i) {
     json_t *call = wf_pull(b, WF_ADD, ids[i]);
     wf_expect_status(call, "done");
     ASSERT_EQ(wf_output_int(call, "sum"), i + B_ARG);
-    ASSERT_EQ(wf_int(call, "attempts", -1), 1);
+    long long attempts = wf_int(call, "attempts", -1);
     json_decref(call);
+    return attempts;
 }
 
 static double metric(broker *b, const char *name) {
@@ -198,10 +204,13 @@ static void test_two_brokers_one_database(void) {
     fprintf(stderr, "%d calls pushed in %lld ms, all done after %lld ms\n", CALLS,
             (long long)(pushed - t0), (long long)(done - t0));
 
-    /* Each result from either broker. */
+    /* Each result from either broker, the same on both. */
+    int reclaimed = 0;
     for (int i = 0; i < CALLS; i++) {
-        expect_result(&B[0], i);
-        expect_result(&B[1], i);
+        long long attempts = expect_result(&B[0], i);
+        ASSERT_EQ(expect_result(&B[1], i), attempts);
+        ASSERT_GE(attempts, 1);
+        reclaimed += attempts > 1;
     }
     double claims[2], requeued[2];
     for (int k = 0; k < 2; k++) {
@@ -231,26 +240,96 @@ static void test_two_brokers_one_database(void) {
     }
     /* Claims can outnumber runs: a worker gives back (release) what it
      * claimed beyond its free slots; attempts == 1 above says none counted. */
-    fprintf(stderr, "runs: %d calls ran more than once, %d never (claims %.0f)\n", twice, never,
-            claims[0] + claims[1]);
+    fprintf(stderr,
+            "runs: %d calls ran more than once, %d never, %d claimed more than once "
+            "(claims %.0f)\n",
+            twice, never, reclaimed, claims[0] + claims[1]);
     ASSERT_EQ(never, 0);
     for (int k = 0; k < 2; k++) {
         broker_stop(&B[k]);
         broker_cleanup(&B[k]);
     }
-    if (twice > 0 && M.jongodb)
+    if ((twice > 0 || reclaimed > 0) && M.jongodb)
         mongo_fixture_skip_jongodb(&M, "no call runs twice",
                                    "its concurrent findAndModify is not atomic, so two brokers "
                                    "handed out the same call");
     if (twice > 0)
         TEST_FAIL_("%d calls ran more than once without a lease expiry (call %d: %d runs)", twice,
                    first_twice, runs[first_twice]);
+    ASSERT_EQ(reclaimed, 0); /* no call was handed out twice */
+}
+
+/* `len` bytes that differ everywhere, from `seed` (caller frees). */
+static unsigned char *blob_data(unsigned seed, size_t len) {
+    unsigned char *data = malloc(len);
+    ASSERT_TRUE(data != NULL);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (unsigned char)(((i + seed) * 2654435761u) >> 13);
+    return data;
+}
+
+/* GET blob `hash` from broker `b`: 200 with exactly `len` bytes of `want`. */
+static void expect_blob(broker *b, const char *hash, const unsigned char *want, size_t len) {
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/blobs/%s", hash);
+    harness_reply r;
+    ASSERT_OK(harness_get(b->client, b->url, path, 60000, &r));
+    HARNESS_EXPECT(&r, 200, NULL);
+    ASSERT_EQ(r.body_len, len);
+    ASSERT_MEM_EQ(r.body, want, len);
+    harness_reply_cleanup(&r);
+}
+
+static void test_blobs_across_brokers(void) {
+    enum { COPIES = 6 };
+    const size_t len = (1u << 20) + 777; /* several GridFS chunks */
+    worker w;
+    worker_init(&w, "mmb_worker_blobs", B[0].secret_path,
+                &(worker_config){.concurrency = 2, .log_level = "info"});
+    worker_discover(&w, (const char *[]){B[0].url, B[1].url, NULL});
+    worker_start(&w);
+    for (int k = 0; k < COPIES; k++) {
+        broker *up = &B[k % 2], *other = &B[1 - k % 2];
+        unsigned char *data = blob_data((unsigned)k, len);
+        char in_hash[P2P_HASH_HEX_LEN + 1], id[P2P_HASH_HEX_LEN + 1];
+        harness_reply r;
+        fx_blob_put(up, NULL, data, len, in_hash, &r);
+        HARNESS_EXPECT(&r, 201, NULL);
+        harness_reply_cleanup(&r);
+        expect_blob(other, in_hash, data, len);
+        /* Pushed to the broker that did not receive the upload. */
+        json_t *args = json_pack("{s:{s:s, s:I}, s:i}", "input", "hash", in_hash, "size",
+                                 (json_int_t)len, "xor", k + 1);
+        wf_push(other, WF_COPY, args, id);
+        json_decref(args);
+        json_t *call = wf_await_status(up, WF_COPY, id, "done|failed|terminated", 120000);
+        wf_expect_status(call, "done");
+        json_t *out = json_object_get(json_object_get(call, "outputs"), "output");
+        const char *out_hash = json_string_value(json_object_get(out, "hash"));
+        ASSERT_TRUE(out_hash != NULL);
+        for (size_t i = 0; i < len; i++)
+            data[i] ^= (unsigned char)(k + 1);
+        char want_hash[P2P_HASH_HEX_LEN + 1];
+        ASSERT_OK(p2p_hash_bytes_hex(data, len, want_hash, NULL));
+        ASSERT_STR_EQ(out_hash, want_hash);
+        expect_blob(&B[0], out_hash, data, len);
+        expect_blob(&B[1], out_hash, data, len);
+        json_decref(call);
+        free(data);
+    }
+    fprintf(stderr,
+            "%d copies of 1 MiB blobs across the two brokers: inputs and outputs "
+            "served by both\n",
+            COPIES);
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
 }
 
 int main(void) {
     mongo_fixture_start(&M, "multi_broker");
     start_brokers();
     TEST_RUN(test_cross_broker_wakeups);
+    TEST_RUN(test_blobs_across_brokers);
     TEST_RUN(test_two_brokers_one_database);
     mongo_fixture_cleanup(&M);
     return 0;

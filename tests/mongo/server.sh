@@ -61,12 +61,15 @@ start() {
     # listens. setsid: the server outlives this script, in its own session, so
     # that ctest's end of the setup test does not take it down.
     local out=$state/server.out
+    # Removed first: the background job truncates it only once it runs, and
+    # the previous server's URI must not be read meanwhile.
+    rm -f "$out"
     setsid "$bin" --host=127.0.0.1 --port=0 --database=p2prpc >"$out" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$state/pid"
     local uri=""
     for _ in $(seq 1 300); do # bounded: 300 x 50 ms = 15 s
-        uri=$(sed -n 's/^JONGODB_URI=//p' "$out")
+        uri=$(sed -n 's/^JONGODB_URI=//p' "$out" 2>/dev/null)
         [ -n "$uri" ] && break
         kill -0 "$pid" 2>/dev/null || die "exited at start: $(tail -5 "$out")"
         sleep 0.05
