@@ -13,7 +13,10 @@
  *   started before the outage gets the work done, and the maintenance passes
  *   that failed meanwhile were counted (p2prpc_maintenance_errors_total);
  * - a broker started while the database is down exits at once (status not 0)
- *   saying "database unavailable", instead of serving 503s from the start. */
+ *   saying "database unavailable", instead of serving 503s from the start.
+ * The proxy also counts connections: 100 requests before the outage open no
+ * more than a handful, so the broker keeps a client pool rather than a client
+ * per operation. */
 #include "fsutil.h"
 #include "mongo_fixture.h"
 #include "worker_fixture.h"
@@ -115,6 +118,22 @@ static void expect_start_refused(void) {
     free(log);
 }
 
+/* 100 requests that need the store open only a few connections. */
+static void expect_pooled(const char *existing) {
+    int before = mongo_proxy_accepted(proxy);
+    for (int i = 0; i < 100; i++) {
+        harness_reply r;
+        fx_pull(&B, NULL, FX_ADD, existing, -1, -1, &r);
+        HARNESS_EXPECT(&r, 200, NULL);
+        harness_reply_cleanup(&r);
+    }
+    int opened = mongo_proxy_accepted(proxy) - before;
+    fprintf(stderr, "100 requests opened %d new database connections (%d in all)\n", opened,
+            mongo_proxy_accepted(proxy));
+    ASSERT_LT(opened, 10);
+    ASSERT_LT(mongo_proxy_accepted(proxy), 40);
+}
+
 static void test_database_down_and_back(void) {
     char server[128];
     mongo_fixture_host_port(&M, server, sizeof(server));
@@ -134,6 +153,7 @@ static void test_database_down_and_back(void) {
     json_t *call = wf_await_status(&B, WF_ADD, before, "done|failed|terminated", 60000);
     wf_expect_status(call, "done");
     json_decref(call);
+    expect_pooled(before);
 
     mongo_proxy_set_down(proxy, true);
     expect_down(before, &w);
