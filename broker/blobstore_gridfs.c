@@ -6,10 +6,12 @@
  * specification lays them out) whose filename is its hash and whose _id is
  * an ObjectId the driver draws. The files document is written after the
  * last chunk, so a blob is visible only once complete. Two brokers that
- * receive the same blob at once may both store it: the copies are identical,
- * reads take either, and remove deletes every copy. A hash is never used as
- * the _id, because a GridFS upload that fails deletes the chunks of its _id,
- * which would be another broker's chunks.
+ * receive the same blob at once may both store it; then each uploader looks
+ * at the copies and deletes its own unless it is the first (by uploadDate,
+ * then _id, an order every broker agrees on). Reads take that first copy,
+ * remove deletes every copy. A hash is never used as the _id, because a
+ * GridFS upload that fails deletes the chunks of its _id, which would be
+ * another broker's chunks.
  *
  * Uploads stream from the temp file the HTTP server wrote (and hashed) with
  * mongoc_gridfs_bucket_upload_from_stream; downloads read one chunk at a
@@ -52,13 +54,15 @@ static mongoc_collection_t *coll_of(gridfs_store *g, mongoc_client_t *client, co
     return mongoc_client_get_collection(client, g->link.db_name, name);
 }
 
-/* The newest complete copy of blob `hash`: its files document into `doc`
- * (initialised here; the caller destroys it). P2P_ENOTFOUND when none. */
+/* The first complete copy of blob `hash` (the one that stays when racing
+ * uploads are settled): its files document into `doc` (initialised here;
+ * the caller destroys it). P2P_ENOTFOUND when none. */
 static int find_file(gridfs_store *g, mongoc_client_t *client, const char *hash, bson_t *doc,
                      p2p_error *err) {
     mongoc_collection_t *files = coll_of(g, client, FILES_COLL);
     bson_t *filter = BCON_NEW("filename", BCON_UTF8(hash));
-    bson_t *opts = BCON_NEW("sort", "{", "uploadDate", BCON_INT32(-1), "}", "limit", BCON_INT64(1));
+    bson_t *opts = BCON_NEW("sort", "{", "uploadDate", BCON_INT32(1), "_id", BCON_INT32(1), "}",
+                            "limit", BCON_INT64(1));
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(files, filter, opts, NULL);
     const bson_t *found;
     bson_error_t e;
@@ -110,9 +114,30 @@ static int gfs_touch(p2p_blobstore *bs, const char *hash, p2p_error *err) {
     return rc;
 }
 
-/* Streams the file at `path` into the bucket as blob `hash`. */
+/* After an upload: deletes the copy `id` unless it is the first of blob
+ * `hash` (another broker stored the same blob at the same time). `*kept`
+ * tells whether it stays. */
+static int settle_copies(gridfs_store *g, mongoc_client_t *client, mongoc_gridfs_bucket_t *bucket,
+                         const char *hash, const bson_value_t *id, bool *kept, p2p_error *err) {
+    bson_t doc;
+    bson_iter_t it;
+    bson_error_t e;
+    int rc = find_file(g, client, hash, &doc, err);
+    *kept = true;
+    if (rc == 0 && bson_iter_init_find(&it, &doc, "_id") && BSON_ITER_HOLDS_OID(&it) &&
+        id->value_type == BSON_TYPE_OID && !bson_oid_equal(bson_iter_oid(&it), &id->value.v_oid)) {
+        *kept = false;
+        if (!mongoc_gridfs_bucket_delete_by_id(bucket, id, &e))
+            P2P_DEBUG("blobs: cannot delete a second copy of %s: %s", hash, e.message);
+    }
+    bson_destroy(&doc);
+    return rc;
+}
+
+/* Streams the file at `path` into the bucket as blob `hash`; `*created` is
+ * false when another broker's copy came first. */
 static int upload(gridfs_store *g, mongoc_client_t *client, const char *hash, const char *path,
-                  p2p_error *err) {
+                  bool *created, p2p_error *err) {
     bson_error_t e;
     mongoc_database_t *db = mongoc_client_get_database(client, g->link.db_name);
     bson_t *opts = BCON_NEW("bucketName", BCON_UTF8(BUCKET));
@@ -123,8 +148,13 @@ static int upload(gridfs_store *g, mongoc_client_t *client, const char *hash, co
         rc = p2p_error_errno(err, P2P_EIO, errno, "cannot open the upload %s", path);
     if (rc == 0) {
         bson_t *up = BCON_NEW("metadata", "{", "touched_ms", BCON_INT64(now_ms()), "}");
-        if (!mongoc_gridfs_bucket_upload_from_stream(bucket, hash, source, up, NULL, &e))
+        bson_value_t id;
+        if (!mongoc_gridfs_bucket_upload_from_stream(bucket, hash, source, up, &id, &e)) {
             rc = p2p__mg_error(&e, err, "cannot store a blob");
+        } else {
+            rc = settle_copies(g, client, bucket, hash, &id, created, err);
+            bson_value_destroy(&id);
+        }
         bson_destroy(up);
     }
     if (source != NULL)
@@ -144,7 +174,7 @@ static int gfs_commit(p2p_blobstore *bs, const char *hash, const char *tmp_path,
     bson_destroy(&doc);
     *created = rc == P2P_ENOTFOUND;
     if (rc == P2P_ENOTFOUND)
-        rc = upload(g, client, hash, tmp_path, err);
+        rc = upload(g, client, hash, tmp_path, created, err);
     mongoc_client_pool_push(g->link.pool, client);
     if (rc == 0 && !*created && gfs_touch(bs, hash, NULL) != 0)
         P2P_DEBUG("blobs: cannot touch %s", hash);
@@ -190,9 +220,11 @@ static void gfs_totals(p2p_blobstore *bs, uint64_t *count, uint64_t *bytes) {
     gridfs_store *g = gfs(bs);
     mongoc_client_t *client = mongoc_client_pool_pop(g->link.pool);
     mongoc_collection_t *files = coll_of(g, client, FILES_COLL);
-    bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$group", "{", "_id", BCON_NULL, "n", "{",
-                                "$sum", BCON_INT32(1), "}", "bytes", "{", "$sum",
-                                BCON_UTF8("$length"), "}", "}", "}", "]");
+    /* Distinct blobs: copies stored by racing uploads count once. */
+    bson_t *pipeline = BCON_NEW(
+        "pipeline", "[", "{", "$group", "{", "_id", BCON_UTF8("$filename"), "length", "{", "$first",
+        BCON_UTF8("$length"), "}", "}", "}", "{", "$group", "{", "_id", BCON_NULL, "n", "{", "$sum",
+        BCON_INT32(1), "}", "bytes", "{", "$sum", BCON_UTF8("$length"), "}", "}", "}", "]");
     mongoc_cursor_t *cur =
         mongoc_collection_aggregate(files, MONGOC_QUERY_NONE, pipeline, NULL, NULL);
     const bson_t *doc;

@@ -284,6 +284,9 @@ int p2p__mg_find_modify(mongoc_collection_t *coll, const bson_t *filter, const b
 
 void p2p__mg_changed(p2p__mg_store *s, const bson_t *doc, bool deleted) {
     atomic_fetch_add(&s->writes, 1);
+    const char *id = p2p__mg_str(doc, "_id");
+    if (!deleted && id != NULL)
+        p2p__mg_watch_local(s, id, p2p__mg_int(doc, "version"));
     p2p__mg_notify(s, doc, deleted);
 }
 
@@ -666,6 +669,7 @@ int p2p_store_mongo_open(const char *uri, const p2p_store_options *opts, p2p_sto
     s->base.ops = &mongo_ops;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->watch_lock, NULL);
+    pthread_mutex_init(&s->local_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -695,6 +699,7 @@ static void mg_free(p2p_store *store) {
     }
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->watch_lock);
+    pthread_mutex_destroy(&s->local_lock);
     pthread_cond_destroy(&s->watch_wake);
     free(s);
 }

@@ -67,6 +67,14 @@ typedef struct p2p__mg_store {
     int64_t watch_interval_ms;
     struct p2p__mg_seen *seen; /* owned by the watcher thread */
     size_t nseen;
+    /* What this process reported itself, so that the watcher does not
+     * report it again: appended by p2p__mg_changed under `local_lock`
+     * (`pending`), merged by the watcher into `local` (its own, by id). */
+    pthread_mutex_t local_lock;
+    struct p2p__mg_seen *pending;
+    size_t npending, pending_cap;
+    struct p2p__mg_seen *local;
+    size_t nlocal;
 
     atomic_uint_fast64_t writes, reads;
 } p2p__mg_store;
@@ -199,6 +207,10 @@ int p2p__mg_expire(p2p_store *store, int64_t cutoff_ms, size_t limit, size_t *de
                    p2p_store_hashes *orphans, p2p_error *err);
 
 /* --- store_mongo_watch.c --- */
+
+/* Notes that this process reported version `version` of call `id` (a no-op
+ * without a watcher). */
+void p2p__mg_watch_local(p2p__mg_store *s, const char *id, int64_t version);
 
 /* Starts the watcher thread when the store has an on_change callback. */
 int p2p__mg_watch_start(p2p__mg_store *s, p2p_error *err) P2P_NODISCARD;
