@@ -71,7 +71,9 @@ static void await_done(broker *b, double min, long timeout_ms) {
     }
 }
 
-static void test_kill_one_broker(void) {
+/* Brokers A and B on the fixture's database with one secret, and two
+ * workers that pull from both. */
+static void start_all(worker w[2]) {
     broker_config cfg = {.lease_seconds = 3};
     for (int k = 0; k < 2; k++) {
         wf_broker_init(&B[k], k == 0 ? "mcr_broker_a" : "mcr_broker_b", &cfg);
@@ -82,20 +84,16 @@ static void test_kill_one_broker(void) {
     B[1].secret_len = B[0].secret_len;
     for (int k = 0; k < 2; k++)
         broker_start(&B[k]);
-    worker w[2];
     for (int k = 0; k < 2; k++) {
         worker_init(&w[k], k == 0 ? "mcr_worker_1" : "mcr_worker_2", B[0].secret_path,
                     &(worker_config){.concurrency = 3, .log_level = "info", .lease_renew = "1"});
         worker_discover(&w[k], (const char *[]){B[k].url, B[1 - k].url, NULL});
         worker_start(&w[k]);
     }
-    pthread_t pushers[2];
-    int which[2] = {0, 1};
-    for (int k = 0; k < 2; k++)
-        ASSERT_EQ(pthread_create(&pushers[k], NULL, pusher_main, &which[k]), 0);
-    for (int k = 0; k < 2; k++)
-        ASSERT_EQ(pthread_join(pushers[k], NULL), 0);
+}
 
+/* SIGKILL of A once a third of the calls are done, with work in flight. */
+static int64_t kill_a_mid_run(void) {
     await_done(&B[1], CALLS / 3, 120000);
     static const char *const running[] = {"function=\"p2prpc_slow\"", "status=\"running\"", NULL};
     double running_at_kill = metric(&B[1], "p2prpc_calls", running);
@@ -107,6 +105,19 @@ static void test_kill_one_broker(void) {
     /* Mid-run: A had handed out work, and work was in flight. */
     ASSERT_GT(a_claims, 0);
     ASSERT_GT(running_at_kill, 0);
+    return killed;
+}
+
+static void test_kill_one_broker(void) {
+    worker w[2];
+    start_all(w);
+    pthread_t pushers[2];
+    int which[2] = {0, 1};
+    for (int k = 0; k < 2; k++)
+        ASSERT_EQ(pthread_create(&pushers[k], NULL, pusher_main, &which[k]), 0);
+    for (int k = 0; k < 2; k++)
+        ASSERT_EQ(pthread_join(pushers[k], NULL), 0);
+    int64_t killed = kill_a_mid_run();
 
     /* B alone: every call, whichever broker took it, ends done. */
     for (int i = 0; i < CALLS; i++) {

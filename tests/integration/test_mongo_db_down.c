@@ -13,7 +13,10 @@
  *   started before the outage gets the work done, and the maintenance passes
  *   that failed meanwhile were counted (p2prpc_maintenance_errors_total);
  * - a broker started while the database is down exits at once (status not 0)
- *   saying "database unavailable", instead of serving 503s from the start. */
+ *   saying "database unavailable", instead of serving 503s from the start.
+ * The proxy also counts connections: 100 requests before the outage open no
+ * more than a handful, so the broker keeps a client pool rather than a client
+ * per operation. */
 #include "fsutil.h"
 #include "mongo_fixture.h"
 #include "worker_fixture.h"
@@ -57,94 +60,129 @@ static void expect_unavailable(const harness_reply *r, const char *what) {
     ASSERT_LT(r->ms, 30000);
 }
 
-static void test_database_down_and_back(void) {
-    mongo_proxy *proxy = NULL;
-    char server[128];
-    mongo_fixture_host_port(&M, server, sizeof(server));
-    ASSERT_OK(mongo_proxy_start(server, &proxy, NULL));
-    broker b;
-    wf_broker_init(&b, "mdd_broker", NULL);
-    mongo_fixture_uri_for(&M, mongo_proxy_host_port(proxy), b.store, sizeof(b.store));
-    broker_start(&b);
-    worker w;
-    worker_start_for(&w, "mdd_worker", &b, &(worker_config){.concurrency = 1, .log_level = "info"});
+static mongo_proxy *proxy;
+static broker B;
 
-    /* Up: a call is created and done. */
-    char before[P2P_HASH_HEX_LEN + 1], during[P2P_HASH_HEX_LEN + 1];
-    harness_reply r;
-    push(&b, 1, 2, before, &r);
-    HARNESS_EXPECT(&r, 201, NULL);
-    harness_reply_cleanup(&r);
-    json_t *call = wf_await_status(&b, WF_ADD, before, "done|failed|terminated", 60000);
-    wf_expect_status(call, "done");
-    json_decref(call);
-
-    /* Down. */
-    mongo_proxy_set_down(proxy, true);
+/* While the proxy is down: 503s with the reason, a broker that stays up. */
+static void expect_down(const char *existing, const worker *w) {
     int64_t down_at = harness_now_ms();
-    push(&b, 3, 4, during, &r);
+    char id[P2P_HASH_HEX_LEN + 1];
+    harness_reply r;
+    push(&B, 3, 4, id, &r);
     expect_unavailable(&r, "push_update");
     harness_reply_cleanup(&r);
-    fx_pull(&b, NULL, FX_ADD, before, -1, -1, &r);
+    fx_pull(&B, NULL, FX_ADD, existing, -1, -1, &r);
     expect_unavailable(&r, "pull_update");
     harness_reply_cleanup(&r);
-    ASSERT_OK(harness_get(b.client, b.url, "/health", 10000, &r));
+    ASSERT_OK(harness_get(B.client, B.url, "/health", 10000, &r));
     HARNESS_EXPECT(&r, 200, NULL);
     harness_reply_cleanup(&r);
-    ASSERT_TRUE(harness_proc_running(b.proc));
-    ASSERT_TRUE(harness_proc_running(w.proc));
+    ASSERT_TRUE(harness_proc_running(B.proc));
+    ASSERT_TRUE(harness_proc_running(w->proc));
     /* Down longer than the driver's server selection timeout (5 s), so that
      * a maintenance pass fails rather than just waiting for the server. */
     while (harness_now_ms() - down_at < 12000)
         sleep_ms(250);
     fprintf(stderr, "down for %lld ms\n", (long long)(harness_now_ms() - down_at));
+}
 
-    /* Back: the same broker recovers by itself. */
-    mongo_proxy_set_down(proxy, false);
-    int64_t up_at = harness_now_ms();
+/* Pushes p2prpc_add(a, x) until it is created (bounded: 120 tries 250 ms
+ * apart); returns the refused tries. */
+static int push_until_created(long long a, long long x, char id[P2P_HASH_HEX_LEN + 1]) {
+    harness_reply r;
     int tries = 0;
     for (;; tries++) {
-        push(&b, 3, 4, during, &r);
-        if (r.status == 201 || tries >= 120) /* bounded: 120 x 250 ms + the requests */
+        push(&B, a, x, id, &r);
+        if (r.status == 201 || tries >= 120)
             break;
         harness_reply_cleanup(&r);
         sleep_ms(250);
     }
     HARNESS_EXPECT(&r, 201, NULL);
     harness_reply_cleanup(&r);
-    fprintf(stderr, "recovered %lld ms after the database came back (%d refused tries)\n",
-            (long long)(harness_now_ms() - up_at), tries);
-    call = wf_await_status(&b, WF_ADD, during, "done|failed|terminated", 60000);
-    wf_expect_status(call, "done");
-    ASSERT_EQ(wf_output_int(call, "sum"), 7);
-    json_decref(call);
-    call = wf_pull(&b, WF_ADD, before);
-    wf_expect_status(call, "done");
-    json_decref(call);
-    ASSERT_GT(mongo_proxy_accepted(proxy), 1);
-    char *metrics = fx_metrics_text(&b);
-    double failed_passes = fx_metric(metrics, "p2prpc_maintenance_errors_total", NULL);
-    free(metrics);
-    fprintf(stderr, "maintenance passes that failed while down: %.0f\n", failed_passes);
-    ASSERT_GT(failed_passes, 0);
+    return tries;
+}
 
-    worker_stop(&w, 30000);
-    worker_cleanup(&w);
-    broker_stop(&b);
-
-    /* Down before the broker starts: it refuses to start, and says why. */
+/* Down before the broker starts: it refuses to start, and says why. */
+static void expect_start_refused(void) {
     mongo_proxy_set_down(proxy, true);
     p2p_error err;
     int64_t t0 = harness_now_ms();
-    ASSERT_NE(broker_try_start(&b, &err), 0);
+    ASSERT_NE(broker_try_start(&B, &err), 0);
     fprintf(stderr, "start with the database down: refused after %lld ms (%s)\n",
             (long long)(harness_now_ms() - t0), err.msg);
     size_t len = 0;
     char *log = NULL;
-    ASSERT_OK(p2p_fs_read_file(b.log, 1 << 20, &log, &len, NULL));
+    ASSERT_OK(p2p_fs_read_file(B.log, 1 << 20, &log, &len, NULL));
     ASSERT_STR_CONTAINS(log, "database unavailable");
     free(log);
-    broker_cleanup(&b);
+}
+
+/* 100 requests that need the store open only a few connections. */
+static void expect_pooled(const char *existing) {
+    int before = mongo_proxy_accepted(proxy);
+    for (int i = 0; i < 100; i++) {
+        harness_reply r;
+        fx_pull(&B, NULL, FX_ADD, existing, -1, -1, &r);
+        HARNESS_EXPECT(&r, 200, NULL);
+        harness_reply_cleanup(&r);
+    }
+    int opened = mongo_proxy_accepted(proxy) - before;
+    fprintf(stderr, "100 requests opened %d new database connections (%d in all)\n", opened,
+            mongo_proxy_accepted(proxy));
+    ASSERT_LT(opened, 10);
+    ASSERT_LT(mongo_proxy_accepted(proxy), 40);
+}
+
+static void test_database_down_and_back(void) {
+    char server[128];
+    mongo_fixture_host_port(&M, server, sizeof(server));
+    ASSERT_OK(mongo_proxy_start(server, &proxy, NULL));
+    wf_broker_init(&B, "mdd_broker", NULL);
+    mongo_fixture_uri_for(&M, mongo_proxy_host_port(proxy), B.store, sizeof(B.store));
+    broker_start(&B);
+    worker w;
+    worker_start_for(&w, "mdd_worker", &B, &(worker_config){.concurrency = 1, .log_level = "info"});
+
+    /* Up: a call is created and done. */
+    char before[P2P_HASH_HEX_LEN + 1], during[P2P_HASH_HEX_LEN + 1];
+    harness_reply r;
+    push(&B, 1, 2, before, &r);
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    json_t *call = wf_await_status(&B, WF_ADD, before, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    json_decref(call);
+    expect_pooled(before);
+
+    mongo_proxy_set_down(proxy, true);
+    expect_down(before, &w);
+
+    /* Back: the same broker recovers by itself. */
+    mongo_proxy_set_down(proxy, false);
+    int64_t up_at = harness_now_ms();
+    int tries = push_until_created(3, 4, during);
+    fprintf(stderr, "recovered %lld ms after the database came back (%d refused tries)\n",
+            (long long)(harness_now_ms() - up_at), tries);
+    call = wf_await_status(&B, WF_ADD, during, "done|failed|terminated", 60000);
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 7);
+    json_decref(call);
+    call = wf_pull(&B, WF_ADD, before);
+    wf_expect_status(call, "done");
+    json_decref(call);
+    ASSERT_GT(mongo_proxy_accepted(proxy), 1);
+    char *metrics = fx_metrics_text(&B);
+    double failed_passes = fx_metric(metrics, "p2prpc_maintenance_errors_total", NULL);
+    free(metrics);
+    fprintf(stderr, "maintenance passes that failed while down: %.0f\n", failed_passes);
+    ASSERT_GT(failed_passes, 0);
+    worker_stop(&w, 30000);
+    worker_cleanup(&w);
+    broker_stop(&B);
+
+    expect_start_refused();
+    broker_cleanup(&B);
     mongo_proxy_free(proxy);
 }
 

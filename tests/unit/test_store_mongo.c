@@ -6,6 +6,9 @@
  *   connection; a server nobody answers on is P2P_EUNAVAIL "database
  *   unavailable: ..." within the URI's serverSelectionTimeoutMS; a URI without
  *   a database uses "p2prpc";
+ * - a write the server refuses (a call document over MongoDB's 16 MiB) is
+ *   P2P_ESTORE with the server's reason, changes nothing, and the next write
+ *   works;
  * - the layout docs/store.md describes: one collection per function, with the
  *   indexes that claiming, lease requeue and expiry search;
  * - two handles on one database (two brokers): each one's on_change reports
@@ -63,6 +66,36 @@ static void test_locations(void) {
     bson_destroy(filter);
     mongoc_collection_destroy(coll);
     mongoc_client_destroy(client);
+    p2p_store_free(store);
+}
+
+/* ---- a write the server refuses ---- */
+
+static void test_refused_write(void) {
+    p2p_store_options opts;
+    st_options(&opts, P2P_STORE_SYNC_NORMAL);
+    p2p_store *store = st_open(dir, "refused", &opts);
+    size_t n = 17u << 20;
+    char *args = malloc(n + 16);
+    ASSERT_TRUE(args != NULL);
+    memcpy(args, "{\"a\":\"", 6);
+    memset(args + 6, 'x', n);
+    memcpy(args + 6 + n, "\"}", 3);
+    char id[P2P_STORE_ID_LEN + 1];
+    st_hex(id, 0xca11, 7);
+    p2p_store_new_call in = {.identifier = id, .function = FN, .args = args};
+    p2p_error err;
+    ASSERT_EQ(p2p_store_create(store, &in, NULL, NULL, &err), P2P_ESTORE);
+    fprintf(stderr, "   17 MiB of arguments: %s\n", err.msg);
+    ASSERT_STR_CONTAINS(err.msg, "too large");
+    free(args);
+    p2p_call call;
+    p2p_call_init(&call);
+    ASSERT_EQ(p2p_store_get(store, id, &call, &err), P2P_ENOTFOUND);
+    st_create(store, FN, 7, true);
+    ASSERT_OK(p2p_store_get(store, id, &call, NULL));
+    ASSERT_STR_EQ(call.args, "{\"n\":1}");
+    p2p_call_cleanup(&call);
     p2p_store_free(store);
 }
 
@@ -218,6 +251,7 @@ int main(void) {
     }
     st_make_dir(dir, sizeof(dir), "test_store_mongo");
     TEST_RUN(test_locations);
+    TEST_RUN(test_refused_write);
     TEST_RUN(test_layout);
     TEST_RUN(test_two_handles);
     st_remove_dir(dir);

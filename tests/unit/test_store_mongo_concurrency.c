@@ -51,15 +51,9 @@ static void run_maintenance(p2p_store *a, p2p_store *b, bool expire, maint ms[4]
 
 #define MAINT_CALLS 200
 
-static void test_concurrent_maintenance(void) {
-    if (st_skip_on_jongodb("maintenance by two handles",
-                           "its conditional updates are not atomic under concurrency"))
-        return;
-    p2p_store_options opts;
-    st_options(&opts, P2P_STORE_SYNC_NORMAL);
-    opts.call_ttl_ms = 1000000;
-    p2p_store *a = st_open(dir, "maint", &opts);
-    p2p_store *b = st_open(dir, "maint", &opts);
+/* MAINT_CALLS calls, each with a blob of its own, claimed through either
+ * handle in turn. */
+static void create_and_claim(p2p_store *a, p2p_store *b) {
     for (unsigned i = 0; i < MAINT_CALLS; i++) {
         char id[P2P_STORE_ID_LEN + 1], blob[P2P_STORE_ID_LEN + 1];
         st_hex(id, 0xca11, 1000 + i);
@@ -77,6 +71,18 @@ static void test_concurrent_maintenance(void) {
         ASSERT_OK(p2p_store_claim(i % 2 == 0 ? a : b, FN, "w", &call, NULL));
         p2p_call_cleanup(&call);
     }
+}
+
+static void test_concurrent_maintenance(void) {
+    if (st_skip_on_jongodb("maintenance by two handles",
+                           "its conditional updates are not atomic under concurrency"))
+        return;
+    p2p_store_options opts;
+    st_options(&opts, P2P_STORE_SYNC_NORMAL);
+    opts.call_ttl_ms = 1000000;
+    p2p_store *a = st_open(dir, "maint", &opts);
+    p2p_store *b = st_open(dir, "maint", &opts);
+    create_and_claim(a, b);
     st_advance(10001); /* every lease is over */
     maint ms[4];
     run_maintenance(a, b, false, ms);
