@@ -151,8 +151,7 @@ static void test_one_client_many_threads(void) {
             (unsigned long long)st.calls_created, (unsigned long long)st.calls_attached,
             (unsigned long long)st.cache_hits);
     ASSERT_EQ(st.calls_created, N_THREADS * N_PER_THREAD + 1);
-    ASSERT_EQ(st.calls_created + st.calls_attached + st.cache_hits,
-              N_THREADS * (N_PER_THREAD + 1));
+    ASSERT_EQ(st.calls_created + st.calls_attached + st.cache_hits, N_THREADS * (N_PER_THREAD + 1));
     ASSERT_EQ(cf_metric(&B, "p2prpc_claims_total") - claims0, N_THREADS * N_PER_THREAD + 1);
     p2p_client_free(c);
 }

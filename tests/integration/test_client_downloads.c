@@ -49,8 +49,9 @@ static void test_download_resumed_with_range(void) {
 
 /* Overwrites the middle byte of the broker's blob file `hash`. */
 static void damage_blob(const char *hash) {
-    char path[HARNESS_PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%.2s/%s", B.blobs, hash, hash);
+    char path[2 * HARNESS_PATH_MAX];
+    int len = snprintf(path, sizeof(path), "%s/%.2s/%s", B.blobs, hash, hash);
+    ASSERT_TRUE(len > 0 && (size_t)len < sizeof(path));
     long long size = cf_file_size(path);
     ASSERT_GT(size, 0);
     FILE *fp = fopen(path, "r+b");

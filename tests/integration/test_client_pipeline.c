@@ -94,8 +94,10 @@ static void test_file_pipeline_without_download(void) {
         ASSERT_OK(p2p_hash_file(mid, f_xor1, NULL));
     }
     ASSERT_EQ(cf_blob_status(&B, f_xor1), 200);
-    char mid_in_cache[HARNESS_PATH_MAX];
-    snprintf(mid_in_cache, sizeof(mid_in_cache), "%s/files/%.2s/%s", cache, f_xor1, f_xor1);
+    char mid_in_cache[2 * HARNESS_PATH_MAX];
+    int len =
+        snprintf(mid_in_cache, sizeof(mid_in_cache), "%s/files/%.2s/%s", cache, f_xor1, f_xor1);
+    ASSERT_TRUE(len > 0 && (size_t)len < sizeof(mid_in_cache));
     ASSERT_EQ(cf_file_size(mid_in_cache), -1);
     ASSERT_EQ(cf_cache_db_mentions(cache, f_xor1), 0);
     /* The first call is done on the broker; its future can still be read
@@ -122,8 +124,8 @@ static void test_file_pipeline_without_download(void) {
     cf_args_copy(direct, mid, 2);
     p2p_future *d = cf_submit(c2, WF_COPY, direct, NULL);
     ASSERT_TRUE(strcmp(p2p_future_identifier(d), p2p_future_identifier(f2)) != 0);
-    fprintf(stderr, "dependent %s, the same bytes given directly %s\n",
-            p2p_future_identifier(f2), p2p_future_identifier(d));
+    fprintf(stderr, "dependent %s, the same bytes given directly %s\n", p2p_future_identifier(f2),
+            p2p_future_identifier(d));
     p2p_future_free(d);
     p2p_value_list_cleanup(direct, 2);
     p2p_future_free(g2);
