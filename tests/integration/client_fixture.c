@@ -61,6 +61,17 @@ void cf_path(char out[HARNESS_PATH_MAX], const char *dir, const char *name) {
     ASSERT_TRUE(n > 0 && n < HARNESS_PATH_MAX);
 }
 
+void cf_expect_broker_(const p2p_future *f, const char *url, const char *file, int line) {
+    const char *got = p2p_future_broker(f);
+    size_t n = strlen(url);
+    if (got == NULL || strncmp(got, url, n) != 0 ||
+        !(got[n] == '\0' || strcmp(got + n, "/") == 0)) {
+        fprintf(stderr, "%s:%d: expected the future's broker to be %s, got %s\n", file, line, url,
+                got ? got : "(null)");
+        abort();
+    }
+}
+
 /* ---- arguments ---- */
 
 static void init_values(p2p_value *v, size_t n) {

@@ -49,6 +49,11 @@ p2p_client *cf_client_for(const broker *b, const char *cache_path);
 /* `DIR/NAME` into `out` (HARNESS_PATH_MAX bytes). */
 void cf_path(char out[HARNESS_PATH_MAX], const char *dir, const char *name);
 
+/* Asserts that the future's broker is `url`, allowing the one trailing '/'
+ * of the normalised form (p2p_discovery_normalize). */
+void cf_expect_broker_(const p2p_future *f, const char *url, const char *file, int line);
+#define CF_EXPECT_BROKER(f, url) cf_expect_broker_((f), (url), __FILE__, __LINE__)
+
 /* ---- arguments of the test app's functions (values owned by the caller:
  * p2p_value_list_cleanup) ---- */
 
