@@ -310,8 +310,12 @@ static int verify_and_place(const char *tmp, const char *final, const char *hash
     return rc;
 }
 
-/* Creates files/ab/ for `final` (its shard). */
-static int make_shard(const char *final, p2p_error *err) {
+/* Creates the shard directory files/ab/ of `final` and locks it: one
+ * download per shard at a time, among threads (each opens its own
+ * descriptor: flock locks an open file description) and processes alike. The
+ * lock is on the directory so that nothing stays behind in files/. */
+static int lock_shard(const char *final, int *fd_out, p2p_error *err) {
+    *fd_out = -1;
     char *dir = strdup(final);
     if (dir == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
@@ -319,30 +323,17 @@ static int make_shard(const char *final, p2p_error *err) {
     if (slash != NULL)
         *slash = '\0';
     int rc = p2p_fs_mkdirs(dir, 0700, err);
-    free(dir);
-    return rc;
-}
-
-static int lock_hash(const p2p__ccache *c, const char *hash, int *fd_out, p2p_error *err) {
-    size_t len = strlen(c->tmp_dir) + strlen(hash) + 8;
-    char *path = malloc(len);
-    if (path == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    snprintf(path, len, "%s/%s.lock", c->tmp_dir, hash);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    int rc = 0;
-    if (fd < 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot open %s", path);
-    /* flock locks an open file description: it serialises threads of this
-     * process (each opened its own) as well as other processes. */
+    int fd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rc == 0 && fd < 0)
+        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot open %s", dir);
     while (rc == 0 && flock(fd, LOCK_EX) != 0) {
         if (errno != EINTR)
-            rc = p2p_error_errno(err, P2P_EIO, errno, "cannot lock %s", path);
+            rc = p2p_error_errno(err, P2P_EIO, errno, "cannot lock %s", dir);
     }
-    free(path);
     if (rc != 0 && fd >= 0)
         close(fd);
     *fd_out = rc == 0 ? fd : -1;
+    free(dir);
     return rc;
 }
 
@@ -358,11 +349,9 @@ int p2p__ccache_ensure_file(p2p__ccache *c, const char *hash, int64_t size,
     char *tmp = malloc(len);
     int rc = final != NULL && tmp != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = lock_hash(c, hash, &lock_fd, err);
+        rc = lock_shard(final, &lock_fd, err);
     if (rc == 0 && p2p__ccache_file_ok(c, hash, size))
         goto cleanup; /* another thread or process fetched it meanwhile */
-    if (rc == 0)
-        rc = make_shard(final, err);
     if (rc == 0) {
         snprintf(tmp, len, "%s/%s.part", c->tmp_dir, hash);
         rc = fetch(arg, tmp, err);

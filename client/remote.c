@@ -71,15 +71,19 @@ static int pull(p2p_future *f, const char *broker, long *status, p2p_error *err)
     return rc;
 }
 
-/* A 409 on create: a fingerprint mismatch names both fingerprints. */
+/* A 409 on create: a fingerprint mismatch names both fingerprints (the
+ * broker's is the 64 hex after "serves "). */
 static int conflict(const p2p_future *f, const char *broker, p2p_error *err) {
-    if (err == NULL || strstr(err->msg, "fingerprint") == NULL)
+    const char *serves = err != NULL ? strstr(err->msg, "serves ") : NULL;
+    if (serves == NULL)
         return P2P_ECONFLICT;
-    char msg[sizeof(err->msg)];
-    snprintf(msg, sizeof(msg), "%s", err->msg);
+    char theirs[P2P_HASH_HEX_LEN + 1];
+    snprintf(theirs, sizeof(theirs), "%s", serves + strlen("serves "));
+    if (!p2p_hash_hex_valid(theirs))
+        return P2P_ECONFLICT;
     return p2p_error_set(
-        err, P2P_ECONFLICT, "%s: this client's fingerprint is %s, the broker %s differs (%s)",
-        p2p_schema_name(f->schema), p2p_schema_fingerprint(f->schema), broker, msg);
+        err, P2P_ECONFLICT, "%s: fingerprint mismatch: this client has %s, broker %s serves %s",
+        p2p_schema_name(f->schema), p2p_schema_fingerprint(f->schema), broker, theirs);
 }
 
 static int push(p2p_future *f, const char *broker, long *status, p2p_error *err) {
@@ -105,10 +109,32 @@ static int push(p2p_future *f, const char *broker, long *status, p2p_error *err)
     return rc;
 }
 
+/* A terminated call found by a new submit runs again: someone stopped that
+ * run, and this caller asks for its result. (A failed call is not: it would
+ * fail again; p2p_future_restart is the explicit way.) */
+static int rerun_terminated(p2p_future *f, const char *broker, long *status, p2p_error *err) {
+    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "restart");
+    json_t *body = json_pack("{s:s}", "identifier", f->identifier);
+    json_t *reply = NULL;
+    int rc = url != NULL && body != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = p2p__cwire_post(f->client->http, url, body, true, &reply, status, err);
+    if (rc == 0 || *status == 409) { /* 409: someone restarted it first */
+        p2p__future_reset(f);
+        rc = pull(f, broker, status, err);
+    }
+    json_decref(reply);
+    json_decref(body);
+    free(url);
+    return rc;
+}
+
 /* The call on one broker. `*skip` says the broker is at fault: next one. */
 static int on_broker(p2p_future *f, const char *broker, bool *skip, p2p_error *err) {
     long status = 0;
     int rc = pull(f, broker, &status, err);
+    if (rc == 0 && f->status == P2P_CALL_TERMINATED)
+        rc = rerun_terminated(f, broker, &status, err);
     if (rc == 0) {
         p2p__client_count(f->client, &f->client->stats.calls_attached, 1);
         return 0;
@@ -155,7 +181,7 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
         return rc;
     }
     P2P_INFO("client: broker %s skipped: %s", url, why.msg);
-    add_reason(reasons, used, url, why.msg);
+    add_reason(reasons, used, url, p2p_error_name(why.code));
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }

@@ -150,8 +150,13 @@ static int attach_in_flight(p2p_future *f, const char *broker) {
         rc = p2p__cwire_get(f->client->http, url, 0, &call, &status, &err);
     if (rc == 0 && (f->broker = strdup(broker)) == NULL)
         rc = P2P_ENOMEM;
-    if (rc == 0) {
+    if (rc == 0)
         p2p__future_absorb(f, call);
+    if (rc == 0 && f->status == P2P_CALL_TERMINATED) {
+        rc = P2P_ENOTFOUND; /* the remote path runs it again */
+        free(f->broker);
+        f->broker = NULL;
+    } else if (rc == 0) {
         p2p__client_count(f->client, &f->client->stats.calls_attached, 1);
     } else if (status == 404) {
         p2p__ccache_drop(f->client->cache, f->identifier);

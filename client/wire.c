@@ -36,7 +36,7 @@ static int finish(const p2p_http_reply *resp, const char *url, json_t **reply, p
         if (err != NULL) {
             char msg[sizeof(err->msg)];
             snprintf(msg, sizeof(msg), "%s", err->msg);
-            p2p_error_set(err, rc, "%s: HTTP %ld: %s", url, resp->status, msg);
+            p2p_error_set(err, rc, "%s: %s", url, msg);
         }
         return rc;
     }
