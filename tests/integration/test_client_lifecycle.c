@@ -53,10 +53,17 @@ static void test_terminate_running_call(void) {
     rc = p2p_future_get(f, 1000, &out, &n, &err);
     CF_EXPECT_ERROR(rc, &err, P2P_ETERMINATED, NULL);
     p2p_future_free(f);
-    /* A terminated call is no cached answer. */
+    /* A terminated call is no cached answer: the same call submitted again
+     * runs again (the core's choice: the user asks for it anew). */
+    double claims0 = cf_metric(&B, "p2prpc_claims_total");
     f = cf_submit(c, WF_SLOW, args, NULL);
     ASSERT_FALSE(p2p_future_cached(f));
-    rc = p2p_future_wait(f, 5000, &err);
+    ASSERT_STR_EQ(p2p_future_identifier(f), id);
+    call = wf_await_progress(&B, WF_SLOW, id, 1.0, 60000);
+    json_decref(call);
+    ASSERT_EQ(cf_metric(&B, "p2prpc_claims_total") - claims0, 1);
+    ASSERT_OK(p2p_future_terminate(f, NULL));
+    rc = p2p_future_wait(f, 60000, &err);
     CF_EXPECT_ERROR(rc, &err, P2P_ETERMINATED, NULL);
     p2p_future_free(f);
     p2p_value_list_cleanup(args, 2);
