@@ -1,7 +1,7 @@
 /* Shared between the files of the client library; not installed.
  *
  *   client.c        the object: options, secret, cache, brokers, stats
- *   client_status.c option defaults, status names
+ *   options.c       option defaults
  *   cache.c         the local cache: cache.db (calls) and files/ (outputs)
  *   brokers.c       the broker list: given, discovery file, gossip; health, failover
  *   submit.c        p2p_client_submit: arguments, identifier, the cache
@@ -191,10 +191,6 @@ struct p2p_future {
     bool have_outputs;
     p2p_call_options opts;
 };
-
-/* Parses a status name; 0 when unknown. */
-p2p_call_status p2p__status_parse(const char *name);
-bool p2p__status_finished(p2p_call_status s);
 
 /* Reads a call JSON (pull_update) into the future: status, progress (calling
  * on_progress when it moved), version, error. */

@@ -18,24 +18,10 @@
 #define WAIT_BACKOFF_BASE_MS 250L
 #define WAIT_BACKOFF_MAX_MS 5000L
 
-static const char *const STATUS_NAMES[] = {NULL,   "pushed", "queued",    "running",
-                                           "done", "failed", "terminated"};
-
-p2p_call_status p2p__status_parse(const char *name) {
-    for (int i = P2P_CALL_PUSHED; name != NULL && i <= P2P_CALL_TERMINATED; i++) {
-        if (strcmp(STATUS_NAMES[i], name) == 0)
-            return (p2p_call_status)i;
-    }
-    return (p2p_call_status)0;
-}
-
-bool p2p__status_finished(p2p_call_status s) {
-    return s == P2P_CALL_DONE || s == P2P_CALL_FAILED || s == P2P_CALL_TERMINATED;
-}
-
 void p2p__future_absorb(p2p_future *f, const json_t *call) {
-    p2p_call_status s = p2p__status_parse(json_string_value(json_object_get(call, "status")));
-    if (s != 0)
+    p2p_call_status s;
+    bool known = p2p_call_status_parse(json_string_value(json_object_get(call, "status")), &s) == 0;
+    if (known)
         f->status = s;
     const json_t *v = json_object_get(call, "version");
     if (json_is_integer(v))
@@ -52,7 +38,7 @@ void p2p__future_absorb(p2p_future *f, const json_t *call) {
         f->error = strdup(e);
     }
     const json_t *o = json_object_get(call, "outputs");
-    if (json_is_object(o) && s == P2P_CALL_DONE) {
+    if (json_is_object(o) && known && s == P2P_CALL_DONE) {
         json_decref(f->wire_outputs);
         f->wire_outputs = json_incref((json_t *)o);
     }
@@ -251,7 +237,7 @@ static int follow(p2p_future *f, int64_t deadline, p2p_error *err) {
         int rc = poll_once(f, wait_s, &status, err);
         if (rc == 0) {
             failures = 0;
-            if (p2p__status_finished(f->status))
+            if (p2p_call_status_finished(f->status))
                 return finished(f, err);
         } else if (status == 404) {
             return gone(f, err);
@@ -282,7 +268,7 @@ int p2p_future_wait(p2p_future *f, int64_t timeout_ms, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL, "future is NULL");
     if (f->deleted)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s was deleted", f->identifier);
-    if (p2p__status_finished(f->status) &&
+    if (p2p_call_status_finished(f->status) &&
         (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))
         return finished(f, err);
     if (f->broker == NULL)
