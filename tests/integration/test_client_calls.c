@@ -6,6 +6,9 @@
  *   shared by the threads created once;
  * - the progress callback and getter follow the long-polls; the upload
  *   callback counts the bytes of a file argument to its size;
+ * - an "in flight" cache entry sends a second client on the same cache to the
+ *   broker that has the call, even when another broker comes first in its
+ *   list (that broker never sees the call);
  * - a timed-out wait says P2P_ETIMEDOUT, the call goes on and a later wait
  *   gets it; a wait holds a long-poll instead of polling on a sleep (the
  *   broker's request count stays flat while nothing changes). */
@@ -270,6 +273,43 @@ static void test_progress_and_upload_callbacks(void) {
     p2p_client_free(c);
 }
 
+/* ---- an in-flight entry names the broker ---- */
+
+static void test_in_flight_entry_names_the_broker(void) {
+    broker other; /* first in the second client's list; up, but not where the call is */
+    cf_broker_init(&other, "ccalls_other", NULL, &B);
+    broker_start(&other);
+    char cache[HARNESS_PATH_MAX];
+    cf_path(cache, DIR_, "inflight");
+    p2p_client *c1 = cf_client_for(&B, cache);
+    p2p_value args[2];
+    cf_args_slow(args, 2.0, 2);
+    p2p_future *f1 = cf_submit(c1, WF_SLOW, args, NULL);
+    const char *urls[] = {other.url, B.url};
+    p2p_client_options o;
+    cf_options(&o, urls, 2, B.secret_path, cache);
+    p2p_client *c2 = cf_client(&o);
+    double created0 = cf_metric(&B, "p2prpc_calls_created_total");
+    p2p_future *f2 = cf_submit(c2, WF_SLOW, args, NULL);
+    CF_EXPECT_BROKER(f2, B.url);
+    ASSERT_FALSE(p2p_future_cached(f2));
+    ASSERT_EQ(cf_get(f2, 1)[0].as.i64, 2);
+    ASSERT_EQ(cf_get(f1, 1)[0].as.i64, 2);
+    ASSERT_EQ(cf_metric(&B, "p2prpc_calls_created_total") - created0, 0);
+    ASSERT_EQ(cf_metric(&other, "p2prpc_calls_created_total"), 0);
+    ASSERT_EQ(cf_calls_total(&other, WF_SLOW), 0);
+    p2p_client_stats st;
+    p2p_client_get_stats(c2, &st);
+    ASSERT_EQ(st.calls_attached, 1);
+    ASSERT_EQ(st.calls_created, 0);
+    p2p_future_free(f2);
+    p2p_future_free(f1);
+    p2p_value_list_cleanup(args, 2);
+    p2p_client_free(c2);
+    p2p_client_free(c1);
+    broker_cleanup(&other);
+}
+
 /* ---- timeouts, and no polling ---- */
 
 static void test_wait_timeout_then_done(void) {
@@ -344,6 +384,7 @@ int main(void) {
     TEST_RUN(test_two_clients_same_call_runs_once);
     TEST_RUN(test_one_client_many_threads);
     TEST_RUN(test_progress_and_upload_callbacks);
+    TEST_RUN(test_in_flight_entry_names_the_broker);
     TEST_RUN(test_wait_timeout_then_done);
     TEST_RUN(test_wait_is_a_long_poll);
     worker_stop(&W, 30000);

@@ -4,12 +4,28 @@
  * - a blob that does not match its hash (damaged on the broker's disk) is
  *   P2P_EHASH, and nothing of it stays in the cache (files/ and files/tmp/
  *   empty), and the call is not recorded as done in the cache;
- * - a one-byte flip on the wire is caught the same way (or fetched again). */
+ * - a one-byte flip on the wire is caught the same way (or fetched again);
+ * - memory stays flat: a client process uploads and downloads a file of
+ *   P2PRPC_TEST_FILE_MB MiB (default 128) and its peak RSS grows by far
+ *   less than the file (not checked under AddressSanitizer, whose
+ *   quarantine keeps freed memory). */
 #include "client_fixture.h"
 #include "flaky_proxy.h"
+#include "fsutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CF_ASAN 1
+#endif
+#endif
 
 static broker B;
 static worker W;
@@ -135,6 +151,77 @@ static void test_flipped_byte_on_the_wire(void) {
     flaky_proxy_free(proxy);
 }
 
+/* A line "NAME:   N kB" of /proc/self/status, in KiB; -1 when missing. */
+static long status_kib(const char *name) {
+    FILE *fp = fopen("/proc/self/status", "r");
+    if (fp == NULL)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(name);
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        if (strncmp(line, name, n) == 0 && line[n] == ':') {
+            v = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(fp);
+    return v;
+}
+
+/* In a forked child: the whole call with a big file; exits 0 when the
+ * output is right, and writes the peak RSS growth (KiB) to `report`. */
+static int big_call(const char *cache, const char *input, const char *report) {
+    long before = status_kib("VmRSS");
+    p2p_client *c = cf_client_for(&B, cache);
+    p2p_value args[2];
+    cf_args_copy(args, input, 0x77);
+    p2p_future *f = cf_submit(c, WF_COPY, args, NULL);
+    const p2p_value *out = cf_get(f, 2);
+    cf_expect_xor_of(out[0].as.file.path, input, 0x77);
+    long peak = status_kib("VmHWM");
+    char text[64];
+    int n = snprintf(text, sizeof(text), "%ld\n", peak - before);
+    ASSERT_OK(harness_write_file(report, text, (size_t)n, NULL));
+    p2p_future_free(f);
+    p2p_value_list_cleanup(args, 2);
+    p2p_client_free(c);
+    return 0;
+}
+
+static void test_memory_stays_flat(void) {
+    long mib = 128;
+    const char *env = getenv("P2PRPC_TEST_FILE_MB");
+    if (env != NULL && env[0] != '\0')
+        mib = strtol(env, NULL, 10);
+    ASSERT_TRUE(mib > 0 && mib <= 65536);
+    char cache[HARNESS_PATH_MAX], input[HARNESS_PATH_MAX], report[HARNESS_PATH_MAX];
+    cf_path(cache, DIR_, "big");
+    cf_path(input, DIR_, "big.bin");
+    cf_path(report, DIR_, "big.rss");
+    cf_write_random(input, (size_t)mib << 20, 14);
+    /* A fresh process, so that its peak is this call's alone. */
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0)
+        _exit(big_call(cache, input, report));
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *text = NULL;
+    size_t len = 0;
+    ASSERT_OK(p2p_fs_read_file(report, 64, &text, &len, NULL));
+    long growth = strtol(text, NULL, 10);
+    free(text);
+    fprintf(stderr, "%ld MiB through the client: peak RSS grew by %ld KiB\n", mib, growth);
+#ifndef CF_ASAN
+    ASSERT_LT(growth, 48 * 1024);
+    ASSERT_LT(growth, mib * 1024 / 2);
+#endif
+    ASSERT_OK(unlink(input));
+}
+
 int main(void) {
     cf_broker_init(&B, "cdl_b", NULL, NULL);
     broker_start(&B);
@@ -145,6 +232,7 @@ int main(void) {
     TEST_RUN(test_download_resumed_with_range);
     TEST_RUN(test_damaged_blob_is_a_hash_error);
     TEST_RUN(test_flipped_byte_on_the_wire);
+    TEST_RUN(test_memory_stays_flat);
     worker_stop(&W, 30000);
     worker_cleanup(&W);
     broker_cleanup(&B);
