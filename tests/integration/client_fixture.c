@@ -1,8 +1,14 @@
 /* The client test fixture: see client_fixture.h. */
 #include "client_fixture.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +30,108 @@ void cf_broker_init(broker *b, const char *name, const broker_config *cfg,
     p2p_error err;
     if (harness_write_file(b->secret_path, b->secret, b->secret_len, &err) != 0)
         TEST_FAIL_("%s", err.msg);
+}
+
+/* ---- a fake broker ---- */
+
+#define FAKE_MAX_HELD 64
+
+struct cf_fake {
+    int lfd;
+    int stop[2];
+    pthread_t thread;
+    atomic_int requests;
+    int health_status, other_status;
+    bool silent;
+    int held[FAKE_MAX_HELD]; /* connections a silent fake keeps open */
+    int n_held;
+    char url[64];
+};
+
+static void fake_reply(cf_fake *f, int fd, const char *head) {
+    bool health = strncmp(head, "GET /health", 11) == 0;
+    int status = health ? f->health_status : f->other_status;
+    const char *body = status == 200 && health
+                           ? "{\"status\":\"ok\",\"node\":\"fake\",\"version\":\"0.1.0\"}"
+                           : "{\"error\":{\"code\":\"internal\",\"message\":\"fake broker\"}}";
+    char reply[512];
+    int n = snprintf(reply, sizeof(reply),
+                     "HTTP/1.1 %d Fake\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, strlen(body), body);
+    if (n > 0 && write(fd, reply, (size_t)n) < 0)
+        fprintf(stderr, "fake broker: write failed\n");
+}
+
+static void fake_serve(cf_fake *f, int fd) {
+    char head[4096];
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    ssize_t n = poll(&pfd, 1, 2000) > 0 ? read(fd, head, sizeof(head) - 1) : -1;
+    if (n > 0) {
+        head[n] = '\0';
+        atomic_fetch_add(&f->requests, 1);
+        if (f->silent && f->n_held < FAKE_MAX_HELD) {
+            f->held[f->n_held++] = fd;
+            return;
+        }
+        fake_reply(f, fd, head);
+    }
+    close(fd);
+}
+
+static void *fake_main(void *arg) {
+    cf_fake *f = arg;
+    for (int i = 0; i < 1000000; i++) {
+        struct pollfd fds[2] = {{.fd = f->lfd, .events = POLLIN},
+                                {.fd = f->stop[0], .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0 || fds[1].revents != 0)
+            break;
+        int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            fake_serve(f, fd);
+    }
+    return NULL;
+}
+
+cf_fake *cf_fake_start(int health_status, int other_status, bool silent) {
+    cf_fake *f = calloc(1, sizeof(*f));
+    ASSERT_TRUE(f != NULL);
+    f->health_status = health_status;
+    f->other_status = other_status;
+    f->silent = silent;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_TRUE(f->lfd >= 0);
+    ASSERT_OK(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)));
+    ASSERT_OK(listen(f->lfd, 64));
+    ASSERT_OK(getsockname(f->lfd, (struct sockaddr *)&a, &len));
+    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    ASSERT_OK(pipe2(f->stop, O_CLOEXEC));
+    ASSERT_OK(pthread_create(&f->thread, NULL, fake_main, f));
+    return f;
+}
+
+const char *cf_fake_url(const cf_fake *f) {
+    return f->url;
+}
+
+int cf_fake_requests(cf_fake *f) {
+    return atomic_load(&f->requests);
+}
+
+void cf_fake_stop(cf_fake *f) {
+    if (f == NULL)
+        return;
+    ASSERT_EQ(write(f->stop[1], "x", 1), 1);
+    pthread_join(f->thread, NULL);
+    for (int i = 0; i < f->n_held; i++)
+        close(f->held[i]);
+    close(f->lfd);
+    close(f->stop[0]);
+    close(f->stop[1]);
+    free(f);
 }
 
 /* ---- clients ---- */

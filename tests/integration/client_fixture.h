@@ -31,6 +31,17 @@
  * worker can talk to with a single secret file. */
 void cf_broker_init(broker *b, const char *name, const broker_config *cfg, const broker *secret_of);
 
+/* A fake broker on 127.0.0.1:0 for failover tests: answers GET /health
+ * with `health_status` ({"status":"ok",...} when 200) and every other request
+ * with `other_status` and a JSON error body, one request per connection; or,
+ * when `silent`, reads requests and never answers (until stopped). Counts
+ * the requests it got. */
+typedef struct cf_fake cf_fake;
+cf_fake *cf_fake_start(int health_status, int other_status, bool silent);
+const char *cf_fake_url(const cf_fake *f);
+int cf_fake_requests(cf_fake *f);
+void cf_fake_stop(cf_fake *f);
+
 /* ---- clients ---- */
 
 /* Options for a client of `n` brokers `urls` (borrowed until the client is

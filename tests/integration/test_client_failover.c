@@ -1,6 +1,9 @@
 /* Picking a broker, with real broker processes:
  * - two brokers in the discovery file and the first one down: calls go to
  *   the second (its metrics count them), the client counts the failover;
+ * - brokers that answer 503 to everything, 200 to /health but 500 to the
+ *   calls, or nothing at all (a request timeout): each skipped once, the
+ *   call goes to the real one;
  * - every broker down: P2P_EUNAVAIL "no broker reachable" naming each URL,
  *   quickly, each broker tried once;
  * - gossip: a client that knows one broker learns its --peer from
@@ -67,6 +70,47 @@ static void test_first_discovery_entry_down(void) {
     ASSERT_GE(st.failovers, 1);
     ASSERT_EQ(st.calls_created, 5);
     p2p_client_free(c);
+}
+
+static void test_5xx_and_silent_brokers_are_skipped(void) {
+    cf_fake *down = cf_fake_start(503, 503, false);
+    cf_fake *half = cf_fake_start(200, 500, false);
+    cf_fake *mute = cf_fake_start(0, 0, true);
+    char cache[HARNESS_PATH_MAX];
+    cf_path(cache, DIR_, "fakes");
+    const char *urls[] = {cf_fake_url(down), cf_fake_url(half), cf_fake_url(mute), B2.url};
+    p2p_client_options o;
+    cf_options(&o, urls, 4, B2.secret_path, cache);
+    o.request_timeout_ms = 1500;
+    p2p_client *c = cf_client(&o);
+    for (int i = 0; i < 2; i++) {
+        int64_t t0 = harness_now_ms();
+        int before[3] = {cf_fake_requests(down), cf_fake_requests(half), cf_fake_requests(mute)};
+        p2p_value args[2];
+        cf_args_add(args, 8000 + i, 1);
+        p2p_future *f = cf_submit(c, WF_ADD, args, NULL);
+        CF_EXPECT_BROKER(f, B2.url);
+        ASSERT_EQ(cf_get(f, 1)[0].as.i64, 8001 + i);
+        int64_t ms = harness_now_ms() - t0;
+        int got[3] = {cf_fake_requests(down) - before[0], cf_fake_requests(half) - before[1],
+                      cf_fake_requests(mute) - before[2]};
+        fprintf(stderr,
+                "submit %d past three bad brokers: %lld ms; requests 503 %d, 500 %d, mute %d\n", i,
+                (long long)ms, got[0], got[1], got[2]);
+        /* Each bad broker tried at most once per submit (a request or two). */
+        for (int k = 0; k < 3; k++)
+            ASSERT_LE(got[k], 3);
+        ASSERT_LT(ms, 30000);
+        p2p_future_free(f);
+        p2p_value_list_cleanup(args, 2);
+    }
+    p2p_client_stats st;
+    p2p_client_get_stats(c, &st);
+    ASSERT_GE(st.failovers, 3);
+    p2p_client_free(c);
+    cf_fake_stop(down);
+    cf_fake_stop(half);
+    cf_fake_stop(mute);
 }
 
 static void test_every_broker_down(void) {
@@ -252,6 +296,7 @@ int main(void) {
         TEST_FAIL_("%s", err.msg);
     TEST_RUN(test_first_discovery_entry_down);
     TEST_RUN(test_every_broker_down);
+    TEST_RUN(test_5xx_and_silent_brokers_are_skipped);
     TEST_RUN(test_fingerprint_mismatch_no_failover);
     TEST_RUN(test_gossip_then_failover);
     TEST_RUN(test_wait_on_a_broker_that_stays_down);
