@@ -14,7 +14,7 @@
  *   p2prpc_copy(input = that file, xor = 0) computed the way the client does
  *   (p2p_filecache_file_value, then p2p_ident_compute): cold (a new,
  *   empty file-hash cache: the file is read in full), twice, and warm (the
- *   same cache again: nothing is read). Next to it, `openssl dgst -sha256`
+ *   same cache again: nothing is read; the median of 21). Next to it, `openssl dgst -sha256`
  *   on the same file, started with posix_spawnp and timed here; its digest
  *   must equal ours. The file was just written, so both read it from the
  *   page cache: this compares hashing, not the disk.
@@ -38,6 +38,9 @@
 #include <unistd.h>
 
 extern char **environ;
+
+/* Warm identifiers timed; the median is reported. */
+#define WARM_RUNS 21
 
 typedef struct opts {
     long hits;
@@ -68,7 +71,8 @@ static double pct(const double *sorted, long n, double p) {
 /* ---- cache hits ---- */
 
 typedef struct hit_result {
-    double p50, p90, p99, max, per_s;
+    double p50, p90, p99, max, mean, per_s;
+    long over_1ms;
 } hit_result;
 
 /* One timed hit, in microseconds. */
@@ -120,8 +124,16 @@ static void cache_hits(const opts *o, const char *dir, hit_result *r) {
         lat[i] = one_hit(c, args);
     double total = now_ms() - t;
     qsort(lat, (size_t)o->hits, sizeof(*lat), cmp_double);
-    *r = (hit_result){pct(lat, o->hits, 0.5), pct(lat, o->hits, 0.9), pct(lat, o->hits, 0.99),
-                      lat[o->hits - 1], (double)o->hits * 1000.0 / total};
+    long slow = 0;
+    for (long i = 0; i < o->hits; i++)
+        slow += lat[i] > 1000.0;
+    *r = (hit_result){pct(lat, o->hits, 0.5),
+                      pct(lat, o->hits, 0.9),
+                      pct(lat, o->hits, 0.99),
+                      lat[o->hits - 1],
+                      total * 1000.0 / (double)o->hits,
+                      (double)o->hits * 1000.0 / total,
+                      slow};
     p2p_client_stats st;
     p2p_client_get_stats(c, &st);
     if (st.cache_hits != (uint64_t)o->hits + 100 || st.calls_created != 1)
@@ -278,23 +290,30 @@ int main(int argc, char **argv) {
     cf_path(db, dir, "filehash-2.db");
     if (p2p_filecache_open(db, &fc, &err) != 0)
         die(db, err.msg);
-    double warm = ident_ms(fc, big, h3);
+    double warm_runs[WARM_RUNS];
+    for (int i = 0; i < WARM_RUNS; i++)
+        warm_runs[i] = ident_ms(fc, big, h3);
+    qsort(warm_runs, WARM_RUNS, sizeof(double), cmp_double);
+    double warm = warm_runs[WARM_RUNS / 2];
     p2p_filecache_stats fs;
     p2p_filecache_get_stats(fc, &fs);
     p2p_filecache_free(fc);
-    if (strcmp(h1, h2) != 0 || strcmp(h1, h3) != 0 || fs.hits != 1)
+    if (strcmp(h1, h2) != 0 || strcmp(h1, h3) != 0 || fs.hits != WARM_RUNS)
         die("file hash", "cold and warm disagree, or the warm one was not a cache hit");
     double mib = (double)o.file_mib;
 
     printf("| client_bench | value |\n| --- | --- |\n");
     printf("| cache hit (p2prpc_add, submit + get + free, broker stopped), %ld submits | p50 %.1f "
-           "us, p90 %.1f us, p99 %.1f us, max %.1f us (%.0f submits/s) |\n",
-           o.hits, hits.p50, hits.p90, hits.p99, hits.max, hits.per_s);
+           "us, p90 %.1f us, p99 %.1f us, max %.1f us; mean %.1f us (%.0f submits/s), %ld over "
+           "1 ms |\n",
+           o.hits, hits.p50, hits.p90, hits.p99, hits.max, hits.mean, hits.per_s, hits.over_1ms);
     printf("| generate a %.0f MiB file | %.0f ms |\n", mib, gen);
     printf("| identifier, cold (empty file-hash cache), run 1 | %.0f ms (%.0f MiB/s) |\n", cold1,
            mib * 1000.0 / cold1);
     printf("| identifier, cold, run 2 | %.0f ms (%.0f MiB/s) |\n", cold2, mib * 1000.0 / cold2);
-    printf("| identifier, warm (file-hash cache hit) | %.3f ms |\n", warm);
+    printf("| identifier, warm (file-hash cache hit), median of %d | %.3f ms (min %.3f, max %.3f) "
+           "|\n",
+           WARM_RUNS, warm, warm_runs[0], warm_runs[WARM_RUNS - 1]);
     printf("| `openssl dgst -sha256` on the same file (posix_spawnp, same digest) | %.0f ms (%.0f "
            "MiB/s) |\n",
            ssl, mib * 1000.0 / ssl);
