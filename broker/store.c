@@ -344,6 +344,21 @@ int p2p_store_restart(p2p_store *store, const char *identifier, p2p_store_hashes
     return rc != 0 ? rc : store->ops->restart(store, identifier, orphans, err);
 }
 
+int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args,
+                      const char *const *blobs, size_t nblobs, const char *error, p2p_error *err) {
+    int rc = check_id(identifier, err);
+    if (rc == 0 && (args == NULL) == (error == NULL))
+        rc = p2p_error_set(err, P2P_EINVAL, "resolve takes either args or an error");
+    if (rc == 0)
+        rc = check_text(args != NULL ? args : error, args != NULL ? "args" : "error", err);
+    if (rc == 0 && args != NULL)
+        rc = check_hashes(blobs, nblobs, err);
+    if (rc == 0 && store->ops->resolve == NULL)
+        rc = p2p_error_set(err, P2P_EINVAL, "the %s store cannot resolve pipelines",
+                           store->ops->name);
+    return rc != 0 ? rc : store->ops->resolve(store, identifier, args, blobs, nblobs, error, err);
+}
+
 int p2p_store_requeue_expired(p2p_store *store, size_t *requeued, size_t *failed, p2p_error *err) {
     size_t ignored_requeued, ignored_failed;
     return store->ops->requeue_expired(store, requeued ? requeued : &ignored_requeued,

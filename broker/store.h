@@ -326,4 +326,16 @@ typedef struct p2p_store_stats {
 /* Copies the store's counters into `out`. */
 void p2p_store_get_stats(p2p_store *store, p2p_store_stats *out);
 
+/* Settles a call that waits for its inputs (a pipeline: a pushed call whose
+ * args hold references to other calls' outputs; docs/protocol.md, "waiting").
+ * With `error` NULL: the call's args become `args` (JSON text, the references
+ * replaced by values), it references the argument blobs `blobs[0..nblobs)`,
+ * and it becomes queued. With `error` set: it becomes failed with that
+ * message (args unchanged). Only a pushed call settles: any other status
+ * gives P2P_ECONFLICT (terminated or settled meanwhile), a missing call
+ * P2P_ENOTFOUND. The caller holds the blob lock so the blobs exist. */
+int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args,
+                      const char *const *blobs, size_t nblobs, const char *error,
+                      p2p_error *err) P2P_NODISCARD;
+
 #endif

@@ -268,8 +268,12 @@ int p2p_future_wait(p2p_future *f, int64_t timeout_ms, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL, "future is NULL");
     if (f->deleted)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s was deleted", f->identifier);
-    if (p2p_call_status_finished(f->status) &&
-        (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))
+    /* A failure known from a push or terminate answer lacks its message:
+     * one look (no since: at once) brings it. */
+    if (f->status == P2P_CALL_FAILED && f->error == NULL && f->broker != NULL)
+        f->version = -1;
+    else if (p2p_call_status_finished(f->status) &&
+             (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))
         return finished(f, err);
     if (f->broker == NULL)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s has no broker", f->identifier);
@@ -323,6 +327,7 @@ void p2p_future_free(p2p_future *f) {
     free(f->paths);
     free(f->broker);
     free(f->broker_hint);
+    free(f->pinned);
     free(f->error);
     free(f);
 }
