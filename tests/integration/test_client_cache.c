@@ -10,11 +10,17 @@
  *   goes to the network again and the file is downloaded again;
  * - file arguments: one changed byte changes the identifier, a touched mtime
  *   does not (and is still a cache hit), the same content under another path
- *   is the same call. */
+ *   is the same call;
+ * - a file argument is hashed once, through the file-hash cache: content
+ *   changed behind the cache's back (size and mtime restored, the documented
+ *   blind spot) still gives the first identifier, which proves the file was
+ *   not read again. */
 #include "client_fixture.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -327,9 +333,48 @@ static void test_file_byte_changes_identifier_mtime_does_not(void) {
     env_stop(&e);
 }
 
+/* ---- hashed once ---- */
+
+static void test_file_hashed_once(void) {
+    env e;
+    env_start(&e, "ccache_once");
+    char cache[HARNESS_PATH_MAX], input[HARNESS_PATH_MAX];
+    cf_path(cache, e.dir, "cache");
+    cf_path(input, e.dir, "input.bin");
+    cf_write_random(input, 512 * 1024, 21);
+    cf_age_file(input, 120);
+    struct stat st0;
+    ASSERT_OK(stat(input, &st0));
+    p2p_client *c = cf_client_for(&e.b, cache);
+    char id0[P2P_HASH_HEX_LEN + 1], id1[P2P_HASH_HEX_LEN + 1];
+    bool cached = true;
+    copy_id(c, input, id0, &cached);
+    ASSERT_FALSE(cached);
+
+    /* New bytes in place (same inode, same size), the old mtime put back. */
+    FILE *fp = fopen(input, "r+b");
+    ASSERT_TRUE(fp != NULL);
+    for (int i = 0; i < 4096; i++)
+        ASSERT_TRUE(putc(0xA5, fp) != EOF);
+    ASSERT_OK(fclose(fp));
+    struct timespec t[2] = {st0.st_atim, st0.st_mtim};
+    ASSERT_OK(utimensat(AT_FDCWD, input, t, 0));
+    p2p_value copy[2];
+    cf_args_copy(copy, input, 1);
+    p2p_future *f = cf_submit(c, WF_COPY, copy, NULL);
+    snprintf(id1, sizeof(id1), "%s", p2p_future_identifier(f));
+    ASSERT_STR_EQ(id1, id0);
+    ASSERT_TRUE(p2p_future_cached(f));
+    p2p_future_free(f);
+    p2p_value_list_cleanup(copy, 2);
+    p2p_client_free(c);
+    env_stop(&e);
+}
+
 int main(void) {
     TEST_RUN(test_second_call_from_cache_with_broker_stopped);
     TEST_RUN(test_file_byte_changes_identifier_mtime_does_not);
+    TEST_RUN(test_file_hashed_once);
     TEST_RUN(test_damaged_cached_file_is_downloaded_again);
     TEST_RUN(test_processes_share_one_cache);
     return 0;
