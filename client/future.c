@@ -229,6 +229,12 @@ static int gone(p2p_future *f, p2p_error *err) {
                          f->identifier, f->broker);
 }
 
+/* The broker of the call stayed down: the last exchange's code says how. */
+static int unreachable(const p2p_future *f, int rc, p2p_error *err) {
+    return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s stayed unreachable (%s)",
+                         f->broker, f->identifier, p2p_error_name(rc));
+}
+
 static int follow(p2p_future *f, int64_t deadline, p2p_error *err) {
     int failures = 0;
     for (;;) {
@@ -244,13 +250,11 @@ static int follow(p2p_future *f, int64_t deadline, p2p_error *err) {
         } else if (!p2p__cwire_broker_fault(rc, status)) {
             return rc;
         } else if (++failures >= WAIT_MAX_FAILURES) {
-            return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s stayed unreachable: %s",
-                                 f->broker, f->identifier, err != NULL ? err->msg : "");
+            return unreachable(f, rc, err);
         }
         bool past = deadline >= 0 && mono_ms() >= deadline;
         if (past && rc != 0)
-            return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s: %s", f->broker,
-                                 f->identifier, err != NULL ? err->msg : "unreachable");
+            return unreachable(f, rc, err);
         if (past)
             return p2p_error_set(err, P2P_ETIMEDOUT, "call %s is still %s", f->identifier,
                                  p2p_call_status_name(f->status));
@@ -268,9 +272,10 @@ int p2p_future_wait(p2p_future *f, int64_t timeout_ms, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL, "future is NULL");
     if (f->deleted)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s was deleted", f->identifier);
-    /* A failure known from a push or terminate answer lacks its message:
-     * one look (no since: at once) brings it. */
-    if (f->status == P2P_CALL_FAILED && f->error == NULL && f->broker != NULL)
+    /* A push or terminate answer says failed or done without the message or
+     * the outputs: one look (no since: at once) brings them. */
+    if (f->broker != NULL && ((f->status == P2P_CALL_FAILED && f->error == NULL) ||
+                              (f->status == P2P_CALL_DONE && f->wire_outputs == NULL)))
         f->version = -1;
     else if (p2p_call_status_finished(f->status) &&
              (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))

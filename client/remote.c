@@ -183,7 +183,17 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
         return rc;
     }
     P2P_INFO("client: broker %s skipped: %s", url, why.msg);
-    add_reason(reasons, used, url, p2p_error_name(why.code));
+    /* The error's name is short enough for several brokers in one message;
+     * a TLS failure keeps its reason, which "unauthorized" would hide. */
+    const char *tls = strstr(why.msg, "SSL");
+    if (tls == NULL)
+        tls = strstr(why.msg, "certificate");
+    char reason[P2P_SCHEMA_NAME_MAX + 32];
+    if (why.code == P2P_ENOTFOUND)
+        snprintf(reason, sizeof(reason), "does not serve %s", p2p_schema_name(f->schema));
+    else
+        snprintf(reason, sizeof(reason), "%s", tls != NULL ? tls : p2p_error_name(why.code));
+    add_reason(reasons, used, url, reason);
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }

@@ -111,7 +111,7 @@ static void test_option_errors(void) {
     expect_new_error(&o, P2P_EINVAL, "not both");
     o.secret = NULL;
     o.secret_len = 0;
-    expect_new_error(&o, P2P_EIO, "missing_discovery.txt"); /* the secret file */
+    expect_new_error(&o, P2P_ENOTFOUND, "missing_discovery.txt"); /* the secret file */
     o.secret_file = NULL;
     o.n_brokers = 0;
     o.discovery_file = disc;
