@@ -11,6 +11,7 @@
  * - file arguments: one changed byte changes the identifier, a touched mtime
  *   does not (and is still a cache hit), the same content under another path
  *   is the same call;
+ * - cache_path NULL is DATA_DIR/client ($P2PRPC_HOME/client here);
  * - a file argument is hashed once, through the file-hash cache: content
  *   changed behind the cache's back (size and mtime restored, the documented
  *   blind spot) still gives the first identifier, which proves the file was
@@ -18,11 +19,18 @@
 #include "client_fixture.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define TEST_RUN_ARG(fn, arg)                                                                      \
+    do {                                                                                           \
+        fprintf(stderr, "-- %s\n", #fn);                                                           \
+        fn(arg);                                                                                   \
+    } while (0)
 
 typedef struct env {
     broker b;
@@ -371,11 +379,47 @@ static void test_file_hashed_once(void) {
     env_stop(&e);
 }
 
+/* ---- the default cache path ---- */
+
+static void test_default_cache_path(const char *home) {
+    env e;
+    env_start(&e, "ccache_default");
+    p2p_value args[2];
+    cf_args_add(args, 123, 456);
+    char id[P2P_HASH_HEX_LEN + 1];
+    for (int round = 0; round < 2; round++) {
+        const char *urls[] = {e.b.url};
+        p2p_client_options o;
+        cf_options(&o, urls, 1, e.b.secret_path, NULL);
+        p2p_client *c = cf_client(&o);
+        p2p_future *f = cf_submit(c, WF_ADD, args, NULL);
+        ASSERT_EQ(p2p_future_cached(f), round == 1);
+        ASSERT_EQ(cf_get(f, 1)[0].as.i64, 579);
+        snprintf(id, sizeof(id), "%s", p2p_future_identifier(f));
+        p2p_future_free(f);
+        p2p_client_free(c);
+    }
+    char cache[HARNESS_PATH_MAX];
+    cf_path(cache, home, "client");
+    ASSERT_GE(cf_cache_db_mentions(cache, id), 1);
+    p2p_value_list_cleanup(args, 2);
+    env_stop(&e);
+}
+
 int main(void) {
+    /* Before any thread starts: DATA_DIR for test_default_cache_path. */
+    char home[HARNESS_PATH_MAX];
+    p2p_error err;
+    if (harness_scratch_dir("ccache_home", home, sizeof(home), &err) != 0)
+        TEST_FAIL_("%s", err.msg);
+    ASSERT_OK(setenv("P2PRPC_HOME", home, 1));
+    TEST_RUN_ARG(test_default_cache_path, home);
     TEST_RUN(test_second_call_from_cache_with_broker_stopped);
     TEST_RUN(test_file_byte_changes_identifier_mtime_does_not);
     TEST_RUN(test_file_hashed_once);
     TEST_RUN(test_damaged_cached_file_is_downloaded_again);
     TEST_RUN(test_processes_share_one_cache);
+    if (harness_rmtree(home, &err) != 0)
+        fprintf(stderr, "warning: %s\n", err.msg);
     return 0;
 }
