@@ -46,6 +46,58 @@ static p2p_future *copy_of(p2p_client *c, const p2p_future *up, int64_t xor_byte
     return f;
 }
 
+/* Writes `in` with each byte XORed with `x` to `out`; its hash to `hash`. */
+static void write_xor(const char *in_path, const char *out_path, int x,
+                      char hash[P2P_HASH_HEX_LEN + 1]) {
+    FILE *in = fopen(in_path, "rb"), *out = fopen(out_path, "wb");
+    ASSERT_TRUE(in != NULL && out != NULL);
+    for (int ch; (ch = getc(in)) != EOF;)
+        ASSERT_TRUE(putc(ch ^ x, out) != EOF);
+    fclose(in);
+    ASSERT_OK(fclose(out));
+    ASSERT_OK(p2p_hash_file(out_path, hash, NULL));
+}
+
+/* Asserts that the cache holds neither a file nor a row naming `hash`. */
+static void expect_not_in_cache(const char *cache, const char *hash) {
+    char path[2 * HARNESS_PATH_MAX];
+    int len = snprintf(path, sizeof(path), "%s/files/%.2s/%s", cache, hash, hash);
+    ASSERT_TRUE(len > 0 && (size_t)len < sizeof(path));
+    ASSERT_EQ(cf_file_size(path), -1);
+    ASSERT_EQ(cf_cache_db_mentions(cache, hash), 0);
+}
+
+/* The chain copy(F, 1) -> copy(ref, 2) from another client and cache: the
+ * same identifiers, attached, nothing runs again. The same bytes given as a
+ * file are another call. */
+static void same_chain_elsewhere(const p2p_value *a1, const p2p_future *f1, const p2p_future *f2,
+                                 const char *input, const char *mid, double claims0) {
+    char cache2[HARNESS_PATH_MAX];
+    cf_path(cache2, DIR_, "pipe2");
+    p2p_client *c2 = cf_client_for(&B, cache2);
+    p2p_future *g1 = cf_submit(c2, WF_COPY, a1, NULL);
+    p2p_future *g2 = copy_of(c2, g1, 2);
+    ASSERT_STR_EQ(p2p_future_identifier(g1), p2p_future_identifier(f1));
+    ASSERT_STR_EQ(p2p_future_identifier(g2), p2p_future_identifier(f2));
+    cf_expect_xor_of(cf_get(g2, 2)[0].as.file.path, input, 3);
+    ASSERT_EQ(cf_metric(&B, "p2prpc_claims_total") - claims0, 2);
+    p2p_client_stats st;
+    p2p_client_get_stats(c2, &st);
+    ASSERT_EQ(st.calls_created, 0);
+    ASSERT_EQ(st.calls_attached, 2);
+    p2p_value direct[2];
+    cf_args_copy(direct, mid, 2);
+    p2p_future *d = cf_submit(c2, WF_COPY, direct, NULL);
+    ASSERT_TRUE(strcmp(p2p_future_identifier(d), p2p_future_identifier(f2)) != 0);
+    fprintf(stderr, "dependent %s, the same bytes given directly %s\n", p2p_future_identifier(f2),
+            p2p_future_identifier(d));
+    p2p_future_free(d);
+    p2p_value_list_cleanup(direct, 2);
+    p2p_future_free(g2);
+    p2p_future_free(g1);
+    p2p_client_free(c2);
+}
+
 static void test_file_pipeline_without_download(void) {
     flaky_proxy *proxy = NULL;
     ASSERT_OK(flaky_proxy_start(B.url, 0, 0, &proxy, NULL));
@@ -71,6 +123,7 @@ static void test_file_pipeline_without_download(void) {
     ASSERT_EQ(out[1].as.i64, (int64_t)size);
     ASSERT_EQ(cf_metric(&B, "p2prpc_claims_total") - claims0, 2);
 
+    /* One file up (F), one file down (the last output), seen on the wire. */
     p2p_client_stats st;
     p2p_client_get_stats(c, &st);
     fprintf(stderr, "pipeline: uploaded %llu, downloaded %llu, proxy blob GETs %d\n",
@@ -80,58 +133,17 @@ static void test_file_pipeline_without_download(void) {
     ASSERT_EQ(st.bytes_downloaded, size);
     ASSERT_EQ(flaky_proxy_blob_gets(proxy), 1);
     ASSERT_EQ(flaky_proxy_blob_puts(proxy), 1);
-    /* The intermediate file (F^1) never reached the cache. */
+    /* The intermediate file F^1 is on the broker and never reached the cache. */
     ASSERT_EQ(cf_cache_files(cache), 1);
     char f_xor1[P2P_HASH_HEX_LEN + 1];
-    {
-        /* Its hash, made here from the input. */
-        FILE *in = fopen(input, "rb"), *mo = fopen(mid, "wb");
-        ASSERT_TRUE(in != NULL && mo != NULL);
-        for (int ch; (ch = getc(in)) != EOF;)
-            putc(ch ^ 1, mo);
-        fclose(in);
-        ASSERT_OK(fclose(mo));
-        ASSERT_OK(p2p_hash_file(mid, f_xor1, NULL));
-    }
+    write_xor(input, mid, 1, f_xor1);
     ASSERT_EQ(cf_blob_status(&B, f_xor1), 200);
-    char mid_in_cache[2 * HARNESS_PATH_MAX];
-    int len =
-        snprintf(mid_in_cache, sizeof(mid_in_cache), "%s/files/%.2s/%s", cache, f_xor1, f_xor1);
-    ASSERT_TRUE(len > 0 && (size_t)len < sizeof(mid_in_cache));
-    ASSERT_EQ(cf_file_size(mid_in_cache), -1);
-    ASSERT_EQ(cf_cache_db_mentions(cache, f_xor1), 0);
-    /* The first call is done on the broker; its future can still be read
-     * (that downloads its output now, on purpose). */
+    expect_not_in_cache(cache, f_xor1);
     json_t *call = wf_pull(&B, WF_COPY, p2p_future_identifier(f1));
     wf_expect_status(call, "done");
     json_decref(call);
 
-    /* The same chain from another client and cache: same identifiers. */
-    char cache2[HARNESS_PATH_MAX];
-    cf_path(cache2, DIR_, "pipe2");
-    p2p_client *c2 = cf_client_for(&B, cache2);
-    p2p_future *g1 = cf_submit(c2, WF_COPY, a1, NULL);
-    p2p_future *g2 = copy_of(c2, g1, 2);
-    ASSERT_STR_EQ(p2p_future_identifier(g1), p2p_future_identifier(f1));
-    ASSERT_STR_EQ(p2p_future_identifier(g2), p2p_future_identifier(f2));
-    cf_expect_xor_of(cf_get(g2, 2)[0].as.file.path, input, 3);
-    ASSERT_EQ(cf_metric(&B, "p2prpc_claims_total") - claims0, 2);
-    p2p_client_get_stats(c2, &st);
-    ASSERT_EQ(st.calls_created, 0);
-    ASSERT_EQ(st.calls_attached, 2);
-    /* copy(F^1 given as a file, xor 2): same bytes, not the same call. */
-    p2p_value direct[2];
-    cf_args_copy(direct, mid, 2);
-    p2p_future *d = cf_submit(c2, WF_COPY, direct, NULL);
-    ASSERT_TRUE(strcmp(p2p_future_identifier(d), p2p_future_identifier(f2)) != 0);
-    fprintf(stderr, "dependent %s, the same bytes given directly %s\n", p2p_future_identifier(f2),
-            p2p_future_identifier(d));
-    p2p_future_free(d);
-    p2p_value_list_cleanup(direct, 2);
-    p2p_future_free(g2);
-    p2p_future_free(g1);
-    p2p_client_free(c2);
-
+    same_chain_elsewhere(a1, f1, f2, input, mid, claims0);
     p2p_future_free(f2);
     p2p_future_free(f1);
     p2p_value_list_cleanup(a1, 2);
