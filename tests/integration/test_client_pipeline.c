@@ -21,6 +21,9 @@
 
 static broker B;
 static worker W;
+/* The worker reaches the broker through this relay, which counts its blob
+ * GETs: the broker's p2prpc_blob_gets_total is then fully accounted for. */
+static flaky_proxy *WPROXY;
 static char DIR_[HARNESS_PATH_MAX];
 
 static p2p_future *submit_ref(p2p_client *c, wf_fn f, p2p_value *args, size_t input,
@@ -112,6 +115,8 @@ static void test_file_pipeline_without_download(void) {
     cf_options(&o, urls, 1, B.secret_path, cache);
     p2p_client *c = cf_client(&o);
     double claims0 = cf_metric(&B, "p2prpc_claims_total");
+    double gets0 = cf_metric(&B, "p2prpc_blob_gets_total");
+    int worker_gets0 = flaky_proxy_blob_gets(WPROXY);
 
     p2p_value a1[2];
     cf_args_copy(a1, input, 1);
@@ -133,6 +138,13 @@ static void test_file_pipeline_without_download(void) {
     ASSERT_EQ(st.bytes_downloaded, size);
     ASSERT_EQ(flaky_proxy_blob_gets(proxy), 1);
     ASSERT_EQ(flaky_proxy_blob_puts(proxy), 1);
+    /* The broker's side: every blob GET it answered is the worker's (its
+     * inputs) or that one download of the client's. */
+    double broker_gets = cf_metric(&B, "p2prpc_blob_gets_total") - gets0;
+    int worker_gets = flaky_proxy_blob_gets(WPROXY) - worker_gets0;
+    fprintf(stderr, "broker blob GETs %g: worker %d, client %d\n", broker_gets, worker_gets,
+            flaky_proxy_blob_gets(proxy));
+    ASSERT_EQ(broker_gets, worker_gets + 1);
     /* The intermediate file F^1 is on the broker and never reached the cache. */
     ASSERT_EQ(cf_cache_files(cache), 1);
     char f_xor1[P2P_HASH_HEX_LEN + 1];
@@ -249,7 +261,10 @@ static void test_upstream_failure_fails_the_dependent(void) {
 int main(void) {
     cf_broker_init(&B, "cpipe_b", NULL, NULL);
     broker_start(&B);
-    worker_start_for(&W, "cpipe_w", &B, &(worker_config){.concurrency = 2});
+    ASSERT_OK(flaky_proxy_start(B.url, 0, 0, &WPROXY, NULL));
+    worker_init(&W, "cpipe_w", B.secret_path, &(worker_config){.concurrency = 2});
+    worker_discover(&W, (const char *[]){flaky_proxy_url(WPROXY), NULL});
+    worker_start(&W);
     p2p_error err;
     if (harness_scratch_dir("cpipe_c", DIR_, sizeof(DIR_), &err) != 0)
         TEST_FAIL_("%s", err.msg);
@@ -258,6 +273,7 @@ int main(void) {
     TEST_RUN(test_value_pipeline_survives_broker_restart);
     worker_stop(&W, 30000);
     worker_cleanup(&W);
+    flaky_proxy_free(WPROXY);
     broker_cleanup(&B);
     if (harness_rmtree(DIR_, &err) != 0)
         fprintf(stderr, "warning: %s\n", err.msg);
