@@ -26,7 +26,7 @@
 
 static const char *const fn_names[WF_FN_COUNT] = {
     "p2prpc_add",      "p2prpc_segv", "p2prpc_bad_frame", "p2prpc_slow",
-    "p2prpc_stubborn", "p2prpc_copy", "p2prpc_resume"};
+    "p2prpc_stubborn", "p2prpc_copy", "p2prpc_resume",    "p2prpc_typed"};
 
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

@@ -30,6 +30,8 @@ typedef enum wf_fn {
     WF_COPY,      /* p2prpc_copy(file input, int64 xor) -> file output, int64 size */
     WF_RESUME,    /* p2prpc_resume(int64 steps, double step_seconds) -> int64 done,
                      int64 started */
+    WF_TYPED,     /* p2prpc_typed(string text, double x, bool flag) -> string text_out,
+                     double x_out, bool flag_out: text + "!", -2 x, !flag */
     WF_FN_COUNT
 } wf_fn;
 

@@ -16,6 +16,9 @@
  *                                            checkpoints every step and resumes
  *                                            from the checkpoint; `started` is the
  *                                            step it began at
+ *   p2prpc_typed(text, x, flag) -> text_out, x_out, flag_out
+ *                                            text + "!", -2 * x, !flag: every
+ *                                            value type through a call
  *
  * Environment (read by the parent, inherited by the children):
  *   P2PRPC_TESTAPP_BUSY_FILE  while this file exists, can_do_work says no;
@@ -296,13 +299,36 @@ cleanup:
     return rc;
 }
 
+static int fn_typed(const p2p_value *in, p2p_value *out, const char *out_dir) {
+    (void)out_dir;
+    size_t len = strlen(in[0].as.str);
+    char *text = malloc(len + 2);
+    if (text == NULL) {
+        p2p_fail("p2prpc_typed: out of memory");
+        return 1;
+    }
+    memcpy(text, in[0].as.str, len);
+    memcpy(text + len, "!", 2);
+    p2p_error err;
+    int rc = p2p_value_set_string(&out[0], text, &err);
+    free(text);
+    if (rc == 0)
+        rc = p2p_value_set_double(&out[1], -2.0 * in[1].as.f64, &err);
+    if (rc != 0) {
+        p2p_fail("p2prpc_typed: %s", err.msg);
+        return 1;
+    }
+    p2p_value_set_bool(&out[2], !in[2].as.boolean);
+    return 0;
+}
+
 /* ---- the dispatch table ---- */
 
 typedef struct test_fn {
     const char *name;
-    p2p_param inputs[2];
+    p2p_param inputs[3];
     size_t n_inputs;
-    p2p_param outputs[2];
+    p2p_param outputs[3];
     size_t n_outputs;
     p2p_worker_invoke_fn invoke;
 } test_fn;
@@ -340,6 +366,12 @@ static const test_fn test_fns[] = {
      {{"done", P2P_TYPE_INT64}, {"started", P2P_TYPE_INT64}},
      2,
      fn_resume},
+    {"p2prpc_typed",
+     {{"text", P2P_TYPE_STRING}, {"x", P2P_TYPE_DOUBLE}, {"flag", P2P_TYPE_BOOL}},
+     3,
+     {{"text_out", P2P_TYPE_STRING}, {"x_out", P2P_TYPE_DOUBLE}, {"flag_out", P2P_TYPE_BOOL}},
+     3,
+     fn_typed},
 };
 
 #define N_FNS (sizeof(test_fns) / sizeof(test_fns[0]))
