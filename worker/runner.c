@@ -245,7 +245,7 @@ static int start_child(p2p__run *r, const char *job, p2p__child *child, p2p_erro
         if (p2p__child_send_job(child, job, strlen(job), err) == 0)
             return 0;
         P2P_WARN("worker: call %s: %s; starting another child", r->claim.identifier, err->msg);
-        p2p__child_cleanup(child);
+        p2p__spare_give_back(r->w, child, false, 0);
     }
     int rc = p2p__child_spawn(r->w->child_program, r->w->work_dir, child, err);
     return rc != 0 ? rc : p2p__child_send_job(child, job, strlen(job), err);
@@ -264,16 +264,21 @@ static void run_child(p2p__run *r) {
     if (rc != 0) {
         /* Not the call's fault: another worker may run it. */
         P2P_ERROR("worker: call %s: %s", r->claim.identifier, err.msg);
-        p2p__child_cleanup(&child);
+        p2p__spare_give_back(r->w, &child, false, 0);
         p2p__claim_release(r->w, r->b, r->function, &r->claim);
         return;
     }
     p2p__ending ending;
     p2p__watch(r, &child, &ending);
+    child.calls++;
+    /* A child that waits for its next job goes back before the final push,
+     * so that it is ready for the call that push may bring. */
+    if (ending.reusable)
+        p2p__spare_give_back(r->w, &child, true, 0);
     report(r, &ending);
-    /* It sent its result: it should be gone in a moment. */
-    p2p__child_finish(&child, r->w->opts.grace_ms > 1000 ? r->w->opts.grace_ms : 1000);
-    p2p__child_cleanup(&child);
+    /* Otherwise it sent its result, or died: it should be gone in a moment. */
+    p2p__spare_give_back(r->w, &child, false,
+                         r->w->opts.grace_ms > 1000 ? r->w->opts.grace_ms : 1000);
     json_decref(ending.result);
 }
 

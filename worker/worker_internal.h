@@ -32,6 +32,9 @@
 #define P2P__CHILD_MAX_MESSAGE (8u << 20)
 /* Longest job sent to a child (arguments and paths). */
 #define P2P__CHILD_MAX_JOB (16u << 20)
+/* Calls one child runs before it is replaced: what user code leaks (memory,
+ * descriptors) between calls stays bounded. */
+#define P2P__CHILD_MAX_CALLS 1000
 /* How often an unwilling can_do_work is asked again. */
 #define P2P__CAN_DO_RECHECK_MS 500
 /* Backoff of a broker that cannot be reached: base and cap, in ms. */
@@ -132,7 +135,9 @@ typedef struct p2p__child {
     int pidfd; /* readable once the child exited */
     int sock;  /* the parent's end of the control socket */
     bool reaped;
-    int wstatus; /* once reaped */
+    int wstatus;    /* once reaped */
+    bool pooled;    /* started by the spawner thread: may go back among the spares */
+    unsigned calls; /* calls it ran */
 } p2p__child;
 
 /* Starts `program` with argv {program, P2P_WORKER_CHILD_FLAG, PARENT_PID}, in
@@ -144,7 +149,9 @@ typedef struct p2p__child {
 int p2p__child_spawn(const char *program, const char *cwd, p2p__child *out,
                      p2p_error *err) P2P_NODISCARD;
 
-/* Writes `len` bytes of `job` and closes the parent's sending side. */
+/* Writes `len` bytes of `job` (one JSON text, no newline in it) and the
+ * newline that ends it: the child reads one job per line, and another one
+ * after it sent its result, until its socket is closed. */
 int p2p__child_send_job(p2p__child *c, const char *job, size_t len, p2p_error *err) P2P_NODISCARD;
 
 /* Sends `sig` to the child's whole process group (its own children too). */
@@ -154,8 +161,9 @@ void p2p__child_kill(p2p__child *c, int sig);
  * is reaped. */
 bool p2p__child_reap(p2p__child *c, bool wait);
 
-/* Gives a child that sent its result up to `wait_ms` to exit, then kills
- * its process group (what it started dies with it) and reaps it. */
+/* Closes the control socket (a child waiting for another job exits on that
+ * EOF), gives the child up to `wait_ms` to exit, then kills its process
+ * group (what it started dies with it) and reaps it. */
 void p2p__child_finish(p2p__child *c, int64_t wait_ms);
 
 /* Kills and reaps the child if still there, and closes its descriptors. */
@@ -169,6 +177,12 @@ void p2p__child_cleanup(p2p__child *c);
 /* Takes a spare child, alive and waiting for its job, into `*out`; false
  * when there is none. */
 bool p2p__spare_take(p2p_worker *w, p2p__child *out);
+/* The child of a call that is over (`*c`, taken: reset to none). When
+ * `reusable` (it sent its result cleanly and is waiting for another job),
+ * it came from the spawner, it ran fewer than P2P__CHILD_MAX_CALLS, and
+ * the worker is not stopping, it goes back among the spares. Otherwise it is
+ * told to exit (EOF on its socket), given `grace_ms`, killed and reaped. */
+void p2p__spare_give_back(p2p_worker *w, p2p__child *c, bool reusable, int64_t grace_ms);
 /* The spawner thread: keeps target_spares children started. */
 void *p2p__spawner_main(void *arg);
 /* Kills and reaps the spares left (the spawner has stopped). */
@@ -256,6 +270,7 @@ struct p2p_worker {
     bool spawner_started;
     p2p__child spares[P2P__MAX_SPARES]; /* under lock */
     unsigned nspares, target_spares;
+    unsigned nloaned;       /* under lock: spares out running a call, back after it */
     bool spawner_exit;      /* under lock: no call runs any more, the spawner may go */
     p2p_http_client *quick; /* gossip and probes: short timeouts, no retries */
     char **aliases;         /* URLs found to name a broker already polled */
@@ -344,6 +359,7 @@ typedef struct p2p__ending {
     int wstatus;            /* from waitpid */
     p2p__throttle progress; /* what is still to be pushed */
     bool exited;            /* reaped (else it sent its result and may still be exiting) */
+    bool reusable;          /* it sent outputs or failed, nothing else, and waits for a job */
 } p2p__ending;
 
 /* Watches the running `child` of `r` until it sent its result, or exited and
