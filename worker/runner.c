@@ -102,29 +102,6 @@ void p2p__worker_remove_tree(const char *path) {
         P2P_WARN("worker: cannot remove %s: %s", path, strerror(errno));
 }
 
-static int make_dirs(p2p__run *r, p2p_error *err) {
-    char name[64];
-    snprintf(name, sizeof(name), "call-%.16s-XXXXXX", r->claim.identifier);
-    r->dir = p2p_fs_join(r->w->work_dir, name);
-    if (r->dir == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    if (mkdtemp(r->dir) == NULL) {
-        int rc = p2p_error_errno(err, P2P_EIO, errno, "cannot create %s", r->dir);
-        free(r->dir);
-        r->dir = NULL;
-        return rc;
-    }
-    char *in = p2p_fs_join(r->dir, "in"), *out = p2p_fs_join(r->dir, "out");
-    int rc = 0;
-    if (in == NULL || out == NULL)
-        rc = p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    else if (mkdir(in, 0700) != 0 || mkdir(out, 0700) != 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot create %s/in and out", r->dir);
-    free(in);
-    free(out);
-    return rc;
-}
-
 static void add_hex_secret(const p2p_worker *w, json_t *job) {
     if (w->secret == NULL)
         return;
@@ -306,14 +283,13 @@ static void *runner_main(void *arg) {
     p2p_error err = {0};
     P2P_INFO("worker: running call %s of %s from %s (attempt %d)", r->claim.identifier, r->function,
              r->b->url, r->claim.attempts);
-    if (make_dirs(r, &err) != 0) {
+    if (p2p__calldir_make(r->w, r->claim.identifier, &r->dir, &err) != 0) {
         P2P_ERROR("worker: call %s: %s", r->claim.identifier, err.msg);
         p2p__claim_release(r->w, r->b, r->function, &r->claim);
     } else {
         run_child(r);
     }
-    p2p__worker_remove_tree(r->dir);
-    free(r->dir);
+    p2p__calldir_retire(r->w, r->dir);
     p2p__claim_cleanup(&r->claim);
     p2p_worker *w = r->w;
     unsigned slot = r->slot;

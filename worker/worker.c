@@ -508,6 +508,7 @@ static void teardown(p2p_worker *w) {
             pthread_join(w->slots[i].thread, NULL);
         w->slots[i].joinable = false;
     }
+    p2p__calldirs_cleanup(w);
     if (w->work_dir != NULL)
         p2p__worker_remove_tree(w->work_dir);
     free(w->work_dir);

@@ -9,6 +9,7 @@
  *   wire.c         requests to a broker: pushes, blobs with HEAD and Range
  *   spawn.c        the parent side of a child: posix_spawn, pidfd, socket, reaping
  *   spares.c       children started ahead of their call, by a spawner thread
+ *   calldir.c      the per-call directories, clean ones kept for the next call
  *   child.c        the child side: job, input blobs, the adapter, output blobs
  *   runtime.c      p2p_progress_hook, p2p_fail, p2p_checkpoint_save/load
  *   throttle.c     coalescing progress updates to a few a second */
@@ -169,6 +170,22 @@ void p2p__child_finish(p2p__child *c, int64_t wait_ms);
 /* Kills and reaps the child if still there, and closes its descriptors. */
 void p2p__child_cleanup(p2p__child *c);
 
+/* ---- calldir.c ---- */
+
+/* Most clean call directories kept for the next calls. */
+#define P2P__MAX_FREE_DIRS 8
+
+/* The directory of a call of `identifier`: WORK_DIR/call-ID16-XXXXXX with
+ * in/ and out/ (empty), a kept one renamed or a new one. `*out` is the
+ * caller's (p2p__calldir_retire). Returns 0, P2P_EIO or P2P_ENOMEM. */
+int p2p__calldir_make(p2p_worker *w, const char *identifier, char **out,
+                      p2p_error *err) P2P_NODISCARD;
+/* The call is over: `dir` (taken; NULL is a no-op) is kept for another call
+ * when in/ and out/ are empty, else removed. */
+void p2p__calldir_retire(p2p_worker *w, char *dir);
+/* Frees the names of the kept directories (they go with the work dir). */
+void p2p__calldirs_cleanup(p2p_worker *w);
+
 /* ---- spares.c ---- */
 
 /* Most children kept started ahead of their call. */
@@ -270,7 +287,9 @@ struct p2p_worker {
     bool spawner_started;
     p2p__child spares[P2P__MAX_SPARES]; /* under lock */
     unsigned nspares, target_spares;
-    unsigned nloaned;       /* under lock: spares out running a call, back after it */
+    unsigned nloaned;                    /* under lock: spares out running a call, back after it */
+    char *free_dirs[P2P__MAX_FREE_DIRS]; /* under lock: clean call directories kept */
+    unsigned nfree_dirs, free_dir_seq;
     bool spawner_exit;      /* under lock: no call runs any more, the spawner may go */
     p2p_http_client *quick; /* gossip and probes: short timeouts, no retries */
     char **aliases;         /* URLs found to name a broker already polled */
