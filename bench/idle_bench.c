@@ -13,6 +13,7 @@
  *
  * Output lines are `key value` (idle_waiters, idle_rss_kib, idle_hwm_kib,
  * idle_cpu_pct over the idle seconds), for scripts/bench.sh. */
+#include "bench_util.h"
 #include "broker_fixture.h"
 #include "fsutil.h"
 
@@ -27,17 +28,6 @@
 
 #define MAX_WAITERS 20000
 
-static void die(const char *what, const char *msg) {
-    fprintf(stderr, "idle_bench: %s: %s\n", what, msg);
-    exit(1);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* utime + stime of `pid`, in clock ticks; fields 14 and 15 of
  * /proc/PID/stat, counted after the ')' that ends the command name. */
 static long long cpu_ticks(pid_t pid) {
@@ -45,28 +35,15 @@ static long long cpu_ticks(pid_t pid) {
     size_t len = 0;
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     if (p2p_fs_read_file(path, 4096, &text, &len, NULL) != 0)
-        die("cpu", path);
+        bench_die("cpu", path);
     const char *p = strrchr(text, ')');
     long long ut = 0, st = 0;
     /* After ')': state(3) ppid(4) ... utime(14) stime(15). */
     if (p == NULL ||
         sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld", &ut, &st) != 2)
-        die("cpu", "unexpected /proc/PID/stat");
+        bench_die("cpu", "unexpected /proc/PID/stat");
     free(text);
     return ut + st;
-}
-
-/* A `Vm...:` field of /proc/PID/status, in KiB. */
-static long status_kib(pid_t pid, const char *field) {
-    char path[64], *text = NULL;
-    size_t len = 0;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    if (p2p_fs_read_file(path, 1 << 16, &text, &len, NULL) != 0)
-        die("rss", path);
-    const char *at = strstr(text, field);
-    long kib = at ? strtol(at + strlen(field), NULL, 10) : -1;
-    free(text);
-    return kib;
 }
 
 static size_t discard(char *data, size_t size, size_t n, void *ctx) {
@@ -80,39 +57,39 @@ static void open_waiters(CURLM *multi, CURL **easy, long n, const char *url) {
     for (long i = 0; i < n; i++) {
         easy[i] = curl_easy_init();
         if (easy[i] == NULL)
-            die("curl", "out of memory");
+            bench_die("curl", "out of memory");
         curl_easy_setopt(easy[i], CURLOPT_URL, url);
         curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
         curl_easy_setopt(easy[i], CURLOPT_TIMEOUT, 400L);
         if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK)
-            die("curl", "cannot add a handle");
+            bench_die("curl", "cannot add a handle");
     }
 }
 
 /* Drives the transfers for `seconds`; fails when one finishes (a long-poll
  * answered early is not idle). */
 static void drive(CURLM *multi, double seconds) {
-    double until = now_s() + seconds;
+    double until = (bench_now_ms() / 1000) + seconds;
     int running = 0;
-    while (now_s() < until) {
+    while ((bench_now_ms() / 1000) < until) {
         if (curl_multi_perform(multi, &running) != CURLM_OK)
-            die("curl", "multi perform failed");
+            bench_die("curl", "multi perform failed");
         int left = 0;
         CURLMsg *m = curl_multi_info_read(multi, &left);
         if (m != NULL && m->msg == CURLMSG_DONE)
-            die("waiter", curl_easy_strerror(m->data.result));
-        int remaining_ms = (int)((until - now_s()) * 1000);
+            bench_die("waiter", curl_easy_strerror(m->data.result));
+        int remaining_ms = (int)((until - (bench_now_ms() / 1000)) * 1000);
         if (remaining_ms > 0 &&
             curl_multi_poll(multi, NULL, 0, remaining_ms < 200 ? remaining_ms : 200, NULL) !=
                 CURLM_OK)
-            die("curl", "multi poll failed");
+            bench_die("curl", "multi poll failed");
     }
 }
 
 /* The broker reports `n` parked: drives the transfers meanwhile. */
 static void await_parked(broker *b, CURLM *multi, long n) {
-    double until = now_s() + 120;
-    while (now_s() < until) {
+    double until = (bench_now_ms() / 1000) + 120;
+    while ((bench_now_ms() / 1000) < until) {
         drive(multi, 0.2);
         char *metrics = fx_metrics_text(b);
         double parked = fx_metric(metrics, "p2prpc_longpoll_waiting", NULL);
@@ -120,7 +97,7 @@ static void await_parked(broker *b, CURLM *multi, long n) {
         if (parked >= (double)n)
             return;
     }
-    die("waiters", "the broker did not park them all within 120 s");
+    bench_die("waiters", "the broker did not park them all within 120 s");
 }
 
 static void parse(int argc, char **argv, long *waiters, long *seconds) {
@@ -149,7 +126,7 @@ static void parse(int argc, char **argv, long *waiters, long *seconds) {
         }
     }
     if (optind != argc)
-        die("usage", "unexpected argument");
+        bench_die("usage", "unexpected argument");
 }
 
 int main(int argc, char **argv) {
@@ -169,7 +146,7 @@ int main(int argc, char **argv) {
     fx_push(&b, NULL, FX_ADD, args, false, id, &r);
     json_decref(args);
     if (r.status != 201)
-        die("push", r.body);
+        bench_die("push", r.body);
     long long version = harness_reply_int(&r, "version", 0);
     harness_reply_cleanup(&r);
 
@@ -179,19 +156,19 @@ int main(int argc, char **argv) {
     CURLM *multi = curl_multi_init();
     CURL **easy = calloc((size_t)waiters, sizeof(*easy));
     if (multi == NULL || easy == NULL)
-        die("curl", "out of memory");
+        bench_die("curl", "out of memory");
     pid_t pid = harness_proc_pid(b.proc);
     open_waiters(multi, easy, waiters, url);
     await_parked(&b, multi, waiters);
 
     long long t0 = cpu_ticks(pid);
-    double s0 = now_s();
+    double s0 = (bench_now_ms() / 1000);
     drive(multi, (double)seconds);
     double cpu_s = (double)(cpu_ticks(pid) - t0) / (double)sysconf(_SC_CLK_TCK);
-    double wall = now_s() - s0;
+    double wall = (bench_now_ms() / 1000) - s0;
     printf("idle_waiters %ld\nidle_seconds %.1f\nidle_rss_kib %ld\nidle_hwm_kib %ld\n"
            "idle_cpu_pct %.2f\n",
-           waiters, wall, status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"),
+           waiters, wall, bench_status_kib(pid, "VmRSS:"), bench_status_kib(pid, "VmHWM:"),
            100.0 * cpu_s / wall);
     fflush(stdout);
 

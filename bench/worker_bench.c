@@ -25,6 +25,7 @@
  * or with --kv `key value` lines for scripts/bench.sh. Every wait is bounded; the scratch directory
  * (DIR, default $TMPDIR or /tmp) is removed at the end. Programs are looked
  * up in --bin (default: the directory of this program). */
+#include "bench_util.h"
 #include "fsutil.h"
 #include "hash.h"
 #include "worker_fixture.h"
@@ -37,7 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK (1u << 20)
 #define WARMUP 10
 
 typedef struct opts {
@@ -48,30 +48,6 @@ typedef struct opts {
     const char *sync; /* the broker's --sync; NULL = its default */
 } opts;
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void die(const char *what, const char *msg) {
-    fprintf(stderr, "worker_bench: %s: %s\n", what, msg);
-    exit(1);
-}
-
-/* VmHWM of /proc/PID/status in KiB, or -1. */
-static long peak_rss_kib(pid_t pid) {
-    char path[64], *text = NULL;
-    size_t len = 0;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    if (p2p_fs_read_file(path, 1 << 16, &text, &len, NULL) != 0)
-        return -1;
-    const char *at = strstr(text, "VmHWM:");
-    long kib = at ? strtol(at + 6, NULL, 10) : -1;
-    free(text);
-    return kib;
-}
-
 /* ---- round trip ---- */
 
 /* One p2prpc_add(a, 1): push with execute, then long-poll until done. */
@@ -79,83 +55,36 @@ static double roundtrip(broker *b, long long a) {
     char id[P2P_HASH_HEX_LEN + 1];
     json_t *args = fx_add_args(a, 1);
     harness_reply r;
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     fx_push(b, NULL, FX_ADD, args, true, id, &r);
     json_decref(args);
     if (r.status != 201)
-        die("push", r.body);
+        bench_die("push", r.body);
     long long version = harness_reply_int(&r, "version", 0);
     harness_reply_cleanup(&r);
     for (int i = 0; i < 100; i++) {
         fx_pull(b, NULL, FX_ADD, id, version, 30, &r);
         if (r.status != 200)
-            die("pull_update", r.body);
+            bench_die("pull_update", r.body);
         const char *status = harness_reply_str(&r, "status");
         if (status != NULL && strcmp(status, "done") == 0) {
             if (harness_reply_int(&r, "version", 0) <= version ||
                 json_integer_value(json_object_get(json_object_get(r.json, "outputs"), "sum")) !=
                     a + 1)
-                die("p2prpc_add", r.body);
+                bench_die("p2prpc_add", r.body);
             harness_reply_cleanup(&r);
-            return now_ms() - t0;
+            return bench_now_ms() - t0;
         }
         if (status == NULL || strcmp(status, "failed") == 0 || strcmp(status, "terminated") == 0)
-            die("p2prpc_add", r.body);
+            bench_die("p2prpc_add", r.body);
         version = harness_reply_int(&r, "version", version);
         harness_reply_cleanup(&r);
     }
-    die("p2prpc_add", "not done after 100 long-polls");
+    bench_die("p2prpc_add", "not done after 100 long-polls");
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *sorted, long n, double p) {
-    long i = (long)(p * (double)(n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
-}
-
 /* ---- large file ---- */
-
-/* Writes `mib` MiB of xorshift bytes to `path`; hashes the bytes, and the
- * bytes XORed with x[0] and with x[1]. */
-static void generate(const char *path, long mib, const unsigned char x[2], char in_hash[65],
-                     char out_hash[2][65]) {
-    static unsigned char buf[CHUNK], xbuf[CHUNK];
-    p2p_hasher *hi = NULL, *ho[2] = {NULL, NULL};
-    FILE *f = fopen(path, "wb");
-    if (f == NULL || p2p_hasher_new(&hi, NULL) != 0 || p2p_hasher_new(&ho[0], NULL) != 0 ||
-        p2p_hasher_new(&ho[1], NULL) != 0)
-        die("generate", path);
-    uint64_t s = 0x9e3779b97f4a7c15ULL;
-    for (long m = 0; m < mib; m++) {
-        for (size_t i = 0; i < CHUNK; i += 8) {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            uint64_t v = s * 0x2545F4914F6CDD1DULL;
-            memcpy(buf + i, &v, 8);
-        }
-        if (fwrite(buf, 1, CHUNK, f) != CHUNK || p2p_hasher_update(hi, buf, CHUNK, NULL) != 0)
-            die("generate", "write or hash failed");
-        for (int k = 0; k < 2; k++) {
-            for (size_t i = 0; i < CHUNK; i++)
-                xbuf[i] = buf[i] ^ x[k];
-            if (p2p_hasher_update(ho[k], xbuf, CHUNK, NULL) != 0)
-                die("generate", "hash failed");
-        }
-    }
-    if (fclose(f) != 0 || p2p_hasher_final_hex(hi, in_hash, NULL) != 0 ||
-        p2p_hasher_final_hex(ho[0], out_hash[0], NULL) != 0 ||
-        p2p_hasher_final_hex(ho[1], out_hash[1], NULL) != 0)
-        die("generate", "close or hash failed");
-    p2p_hasher_free(hi);
-    p2p_hasher_free(ho[0]);
-    p2p_hasher_free(ho[1]);
-}
 
 /* PUT (upload `path`), GET (download to `path`) or HEAD of blob `hash`,
  * streamed. */
@@ -176,7 +105,7 @@ static void blob_transfer(broker *b, const char *method, const char *hash, const
         rc = p2p_http_reply_check(&reply, &err);
     p2p_http_reply_cleanup(&reply);
     if (rc != 0)
-        die(method, err.msg);
+        bench_die(method, err.msg);
 }
 
 /* One run of the large file call; times in ms. */
@@ -208,35 +137,35 @@ static long child_rss_from(const char *rss_file) {
  * it (or HEAD it), push, wait for done, download and verify the output. */
 static void large_file(broker *b, const opts *o, big_files *f, int k, big_result *res) {
     char got_hash[65];
-    double start = now_ms(), t = start;
+    double start = bench_now_ms(), t = start;
     if (p2p_hash_file(f->in_path, got_hash, NULL) != 0 || strcmp(got_hash, f->in_hash) != 0)
-        die("hash", "the input does not hash as it did when written");
-    res->hash_ms = now_ms() - t;
-    t = now_ms();
+        bench_die("hash", "the input does not hash as it did when written");
+    res->hash_ms = bench_now_ms() - t;
+    t = bench_now_ms();
     blob_transfer(b, k == 0 ? "PUT" : "HEAD", f->in_hash, f->in_path);
-    res->upload_ms = now_ms() - t;
+    res->upload_ms = bench_now_ms() - t;
 
     json_t *args = json_pack("{s:{s:s, s:I}, s:i}", "input", "hash", f->in_hash, "size",
-                             (json_int_t)o->size_mib * CHUNK, "xor", f->xor_byte[k]);
+                             (json_int_t)o->size_mib * BENCH_CHUNK, "xor", f->xor_byte[k]);
     char id[P2P_HASH_HEX_LEN + 1];
-    t = now_ms();
+    t = bench_now_ms();
     wf_push(b, WF_COPY, args, id);
     json_decref(args);
     json_t *call = wf_await_status(b, WF_COPY, id, "done|failed|terminated", 1800000);
-    res->call_ms = now_ms() - t;
+    res->call_ms = bench_now_ms() - t;
     wf_expect_status(call, "done");
     const char *h = json_string_value(
         json_object_get(json_object_get(json_object_get(call, "outputs"), "output"), "hash"));
     if (h == NULL || strcmp(h, f->out_hash[k]) != 0)
-        die("p2prpc_copy", "the output hash is not the expected one");
+        bench_die("p2prpc_copy", "the output hash is not the expected one");
     json_decref(call);
 
-    t = now_ms();
+    t = bench_now_ms();
     blob_transfer(b, "GET", f->out_hash[k], f->out_path);
     if (p2p_hash_file(f->out_path, got_hash, NULL) != 0 || strcmp(got_hash, f->out_hash[k]) != 0)
-        die("download", "the downloaded output does not hash to its address");
-    res->download_ms = now_ms() - t;
-    res->total_ms = now_ms() - start;
+        bench_die("download", "the downloaded output does not hash to its address");
+    res->download_ms = bench_now_ms() - t;
+    res->total_ms = bench_now_ms() - start;
     (void)remove(f->out_path);
 }
 
@@ -284,14 +213,14 @@ static void print_roundtrip(const opts *o, const double *lat, double total_ms) {
     if (o->kv) {
         printf("wrt_calls %ld\nwrt_p50_us %.1f\nwrt_p90_us %.1f\nwrt_p99_us %.1f\n"
                "wrt_calls_per_s %.1f\n",
-               n, 1000 * pct(lat, n, 0.5), 1000 * pct(lat, n, 0.9), 1000 * pct(lat, n, 0.99),
-               (double)n * 1000.0 / total_ms);
+               n, 1000 * bench_pct(lat, (size_t)n, 0.5), 1000 * bench_pct(lat, (size_t)n, 0.9),
+               1000 * bench_pct(lat, (size_t)n, 0.99), (double)n * 1000.0 / total_ms);
         return;
     }
     printf("| no-op round trip (p2prpc_add, push -> done seen), %ld calls | p50 %.2f ms, p90 "
            "%.2f ms, p99 %.2f ms, max %.2f ms (%.1f calls/s) |\n",
-           n, pct(lat, n, 0.5), pct(lat, n, 0.9), pct(lat, n, 0.99), lat[n - 1],
-           (double)n * 1000.0 / total_ms);
+           n, bench_pct(lat, (size_t)n, 0.5), bench_pct(lat, (size_t)n, 0.9),
+           bench_pct(lat, (size_t)n, 0.99), lat[n - 1], (double)n * 1000.0 / total_ms);
 }
 
 static void print_big(const opts *o, const big_files *f, const big_result r[2], const long kib[3]) {
@@ -324,12 +253,12 @@ static void run_roundtrip(broker *b, const opts *o) {
         roundtrip(b, -1 - i);
     double *lat = calloc((size_t)o->calls, sizeof(*lat));
     if (lat == NULL)
-        die("round trip", "out of memory");
-    double t = now_ms();
+        bench_die("round trip", "out of memory");
+    double t = bench_now_ms();
     for (long i = 0; i < o->calls; i++)
         lat[i] = roundtrip(b, i);
-    double total = now_ms() - t;
-    qsort(lat, (size_t)o->calls, sizeof(*lat), cmp_double);
+    double total = bench_now_ms() - t;
+    bench_sort(lat, (size_t)o->calls);
     print_roundtrip(o, lat, total);
     free(lat);
 }
@@ -339,15 +268,15 @@ static long run_big(broker *b, worker *w, const opts *o, const char *rss_file) {
     big_files f = {.xor_byte = {(unsigned char)o->xor_byte, (unsigned char)(o->xor_byte ^ 0xff)}};
     snprintf(f.in_path, sizeof(f.in_path), "%s/input.bin", b->dir);
     snprintf(f.out_path, sizeof(f.out_path), "%s/output.bin", b->dir);
-    double t = now_ms();
-    generate(f.in_path, o->size_mib, f.xor_byte, f.in_hash, f.out_hash);
-    f.gen_ms = now_ms() - t;
+    double t = bench_now_ms();
+    bench_generate(f.in_path, o->size_mib, f.xor_byte, f.in_hash, f.out_hash);
+    f.gen_ms = bench_now_ms() - t;
     big_result r[2];
     for (int k = 0; k < 2; k++)
         large_file(b, o, &f, k, &r[k]);
     (void)remove(f.in_path);
-    long kib[3] = {peak_rss_kib(worker_pid(w)), child_rss_from(rss_file),
-                   peak_rss_kib(harness_proc_pid(b->proc))};
+    long kib[3] = {bench_status_kib(worker_pid(w), "VmHWM:"), child_rss_from(rss_file),
+                   bench_status_kib(harness_proc_pid(b->proc), "VmHWM:")};
     print_big(o, &f, r, kib);
     return kib[0];
 }

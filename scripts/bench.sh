@@ -249,9 +249,9 @@ step "p2prpc: $IDLE_N idle long-poll waiters for ${IDLE_S} s (idle_bench)"
 ulimit -n 65536 2>/dev/null || true
 measure 300 idle_bench "$BIN/idle_bench" --waiters $IDLE_N --seconds $IDLE_S --dir "$WORK/idle" || true
 
-step "p2prpc: no-op round trip over raw HTTP, and $BIG_MIB MiB in + out (worker_bench)"
-measure 1200 worker_bench "$BIN/worker_bench" --kv --calls $RTT_N --size-mib $BIG_MIB \
-    --sync $SYNC --dir "$WORK/worker" || true
+step "p2prpc: no-op round trip over raw HTTP, no client (worker_bench)"
+measure 600 worker_bench "$BIN/worker_bench" --kv --calls $RTT_N --size-mib 0 --sync $SYNC \
+    --dir "$WORK/worker" || true
 
 step "p2prpc: no-op round trip over raw HTTP, broker --sync full (worker_bench)"
 KEY_PREFIX=full_ measure 600 worker_bench_full "$BIN/worker_bench" --kv --calls $RTT_N \
@@ -274,18 +274,27 @@ else
 fi
 rm -f "$WORK/zero.bin"
 
+step "p2prpc: $BIG_MIB MiB in + out over raw HTTP, time per step (worker_bench)"
+KEY_PREFIX=raw_ measure 1200 worker_bench_big "$BIN/worker_bench" --kv --calls 0 \
+    --size-mib $BIG_MIB --sync $SYNC --dir "$WORK/worker" || true
+
 # ---- p2prpc: the parts through the client ----
 
 if [ -x "$BIN/client_bench" ]; then
-    step "p2prpc: round trip, throughput (32 clients x 4 workers), cache hit (client_bench)"
-    measure 300 client_bench_rtt "$BIN/client_bench" --mode rtt --calls $RTT_N --sync $SYNC \
-        --dir "$WORK/worker" || true
+    step "p2prpc: round trip through the client (client_bench)"
+    measure 600 client_bench_rtt "$BIN/client_bench" --mode rtt --calls $RTT_N --sync $SYNC \
+        --dir "$WORK/client" || true
+    step "p2prpc: throughput, 32 clients x 4 workers (client_bench)"
     for _ in $(seq $REPS); do
         measure 300 client_bench_tp "$BIN/client_bench" --mode throughput --clients 32 \
             --workers 4 --seconds $TP_S --sync $SYNC --dir "$WORK/client" || true
     done
+    step "p2prpc: cache hit (client_bench)"
     measure 300 client_bench_cache "$BIN/client_bench" --mode cache --calls $CACHE_N \
-        --dir "$WORK/worker" || true
+        --sync $SYNC --dir "$WORK/client" || true
+    step "p2prpc: $BIG_MIB MiB in + out through the client (client_bench)"
+    measure 1200 client_bench_big "$BIN/client_bench" --mode big --size-mib $BIG_MIB \
+        --sync $SYNC --dir "$WORK/client" || true
 else
     result client_missing 1
 fi
