@@ -44,7 +44,8 @@ bool p2p__spare_take(p2p_worker *w, p2p__child *out) {
             p2p__child_cleanup(&c);
         }
     }
-    pthread_cond_broadcast(&w->cond); /* the spawner makes another */
+    if (w->nspares + w->nloaned < w->target_spares)
+        pthread_cond_signal(&w->spare_cond); /* a dead one was dropped: make another */
     pthread_mutex_unlock(&w->lock);
     return found;
 }
@@ -58,7 +59,7 @@ void *p2p__spawner_main(void *arg) {
          * children it started die with it. */
         while (!w->spawner_exit &&
                (atomic_load(&w->stopping) || w->nspares + w->nloaned >= w->target_spares))
-            pthread_cond_wait(&w->cond, &w->lock);
+            pthread_cond_wait(&w->spare_cond, &w->lock);
         bool stop = w->spawner_exit;
         pthread_mutex_unlock(&w->lock);
         if (stop)
@@ -90,7 +91,8 @@ void p2p__spare_give_back(p2p_worker *w, p2p__child *c, bool reusable, int64_t g
         if (kept)
             w->spares[w->nspares++] = *c;
     }
-    pthread_cond_broadcast(&w->cond); /* when not kept, the spawner makes another */
+    if (!kept)
+        pthread_cond_signal(&w->spare_cond); /* the spawner makes another */
     pthread_mutex_unlock(&w->lock);
     if (!kept) {
         p2p__child_finish(c, grace_ms);

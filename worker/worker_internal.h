@@ -269,8 +269,12 @@ struct p2p_worker {
     p2p_http_client *http; /* pushes, gossip (the children transfer the blobs) */
 
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* CLOCK_MONOTONIC: capacity, backoff, stop */
-    bool sync_ready;     /* lock, cond and can_lock are initialised */
+    pthread_cond_t cond; /* CLOCK_MONOTONIC: capacity, stop */
+    /* Timed waits (gossip, backoff) that only the stop ends early: apart
+     * from `cond`, so that a call ending does not wake them. */
+    pthread_cond_t stop_cond;
+    pthread_cond_t spare_cond; /* the spawner: a spare to make, or its exit */
+    bool sync_ready;           /* lock, cond and can_lock are initialised */
     bool started;
     atomic_bool stopping; /* no more claims; set under `lock` */
     atomic_bool aborting; /* the grace is over: kill what runs */
