@@ -92,7 +92,7 @@ static int take_job(job_reader *rd, size_t n, size_t skip, json_t **out) {
  * jobs); P2P_ETOOBIG, P2P_EIO, P2P_EPROTO or P2P_ENOMEM. */
 static int read_job(job_reader *rd, json_t **out) {
     for (size_t scanned = 0;;) {
-        char *nl = memchr(rd->buf + scanned, '\n', rd->len - scanned);
+        char *nl = rd->len > scanned ? memchr(rd->buf + scanned, '\n', rd->len - scanned) : NULL;
         if (nl != NULL)
             return take_job(rd, (size_t)(nl - rd->buf), 1, out);
         scanned = rd->len;
