@@ -299,7 +299,7 @@ static void *runner_main(void *arg) {
 }
 
 int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_worker_function *fn,
-                      p2p__claim *claim, p2p_error *err) {
+                      p2p__claim *claim, bool here, p2p_error *err) {
     p2p__run *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         p2p__claim_cleanup(claim);
@@ -314,6 +314,10 @@ int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_wo
                     .renew_ms = renew_interval(w, claim),
                     .abort = {.flag = &w->aborting, .fd = w->abort_fd}};
     claim->args = NULL; /* the run owns it now */
+    if (here) {
+        runner_main(r);
+        return 0;
+    }
     pthread_mutex_lock(&w->lock);
     int rc = pthread_create(&w->slots[slot].thread, NULL, runner_main, r);
     w->slots[slot].joinable = rc == 0;

@@ -107,6 +107,13 @@ void p2p__worker_put_slot(p2p_worker *w, unsigned slot) {
     pthread_mutex_unlock(&w->lock);
 }
 
+bool p2p__worker_full(p2p_worker *w) {
+    pthread_mutex_lock(&w->lock);
+    bool full = w->busy >= w->opts.concurrency;
+    pthread_mutex_unlock(&w->lock);
+    return full;
+}
+
 bool p2p__worker_can_do_work(p2p_worker *w) {
     if (w->opts.can_do_work == NULL)
         return true;

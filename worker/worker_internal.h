@@ -312,6 +312,8 @@ bool p2p__worker_wait_capacity(p2p_worker *w);
 bool p2p__worker_take_slot(p2p_worker *w, unsigned *slot, bool *join);
 /* Gives a slot back (without a thread having run on it). */
 void p2p__worker_put_slot(p2p_worker *w, unsigned slot);
+/* True when every slot is taken. */
+bool p2p__worker_full(p2p_worker *w);
 /* Asks the user's predicate (serialised); true without one. */
 bool p2p__worker_can_do_work(p2p_worker *w);
 /* Sleeps until `deadline_ms` or the worker stops. False when stopping. */
@@ -397,9 +399,12 @@ void p2p__watch(p2p__run *r, p2p__child *child, p2p__ending *out);
  * Returns 0 or the last error (logged). */
 int p2p__run_push(p2p__run *r, const char *member, json_t *value, p2p__push_reply *reply);
 
-/* Runs `claim` (taken over, even on error) of `fn` from `b` on `slot` in a
- * new thread, which gives the slot back when the call is over. */
+/* Runs `claim` (taken over, even on error) of `fn` from `b` on `slot`, and
+ * gives the slot back when the call is over: in a new thread, or when
+ * `here`, in the calling thread, returning once the call is over (a poller
+ * whose call took the last free slot would only wait for one meanwhile:
+ * running it itself saves a thread's start on the call's path). */
 int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_worker_function *fn,
-                      p2p__claim *claim, p2p_error *err) P2P_NODISCARD;
+                      p2p__claim *claim, bool here, p2p_error *err) P2P_NODISCARD;
 
 #endif
