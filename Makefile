@@ -1,12 +1,13 @@
 # Thin wrapper over CMake. The two commands of the README:
 #   make demo   the example end to end (installs dependencies first)
 #   make test   the whole suite: normal and sanitizer builds, format check
+#   make bench  p2prpc beside its peers; writes bench/REPORT.md (< 10 min)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 BUILD_ASAN ?= build-asan
 PREFIX ?= /usr/local
 
-.PHONY: all deps build build-asan test test-unit test-asan format check-format demo install clean
+.PHONY: all deps build build-asan bench bench-quick test test-unit test-asan format check-format demo install clean
 
 all: build
 
@@ -23,6 +24,12 @@ build-asan:
 
 test: deps
 	@bash scripts/test.sh
+
+bench:
+	@bash scripts/bench.sh
+
+bench-quick:
+	@bash scripts/bench.sh --quick
 
 # Quicker loop while developing: the normal build's unit tests only.
 test-unit: build

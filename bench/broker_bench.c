@@ -3,6 +3,7 @@
  *
  *   broker_bench [--broker PATH] [--dir DIR] [--seconds S] [--push-threads N]
  *                [--claim-threads M] [--big N] [--samples K] [--sync normal|full|both]
+ *                [--latency-only]
  *
  * For each durability level (--sync, default both):
  *   - pushes/s: N threads (default 4) create calls with execute as fast as
@@ -14,6 +15,8 @@
  *     filled before the broker starts, straight through the store library
  *     (fast), and kept at its size while measuring: each timed claim is
  *     followed by an untimed push.
+ * --latency-only skips the pushes/s and claims/s (printed as "-"): what
+ * scripts/bench.sh's queue depth part needs.
  * Prints a Markdown table. The broker binary defaults to p2prpc-broker next
  * to this program. Performance goals live here, not in the tests. */
 #include "fsutil.h"
@@ -42,6 +45,7 @@ typedef struct bench {
     int push_threads, claim_threads;
     long big, samples;
     const char *sync;
+    bool latency_only;
     /* the current broker */
     char dir[HARNESS_PATH_MAX + 64];
     char schema_path[HARNESS_PATH_MAX + 128], secret_path[HARNESS_PATH_MAX + 128];
@@ -288,26 +292,33 @@ static void latency(bench *b, long queued, double *p50, double *p99) {
 
 static void run_level(bench *b, const char *sync) {
     b->sync = sync;
-    fprintf(stderr, "sync %s: pushes and claims...\n", sync);
-    prepare_dir(b, "throughput");
-    start_broker(b);
-    double pushes = run_threads(b, true, b->push_threads);
-    double claims = run_threads(b, false, b->claim_threads);
-    stop_broker(b);
+    double pushes = -1, claims = -1;
+    if (!b->latency_only) {
+        fprintf(stderr, "sync %s: pushes and claims...\n", sync);
+        prepare_dir(b, "throughput");
+        start_broker(b);
+        pushes = run_threads(b, true, b->push_threads);
+        claims = run_threads(b, false, b->claim_threads);
+        stop_broker(b);
+    }
     double s50, s99, b50, b99;
     fprintf(stderr, "sync %s: claim latency with 1,000 queued...\n", sync);
     latency(b, 1000, &s50, &s99);
     fprintf(stderr, "sync %s: claim latency with %ld queued...\n", sync, b->big);
     latency(b, b->big, &b50, &b99);
-    printf("| %s | %.0f | %.0f | %.2f / %.2f | %.2f / %.2f |\n", sync, pushes, claims, s50, s99,
-           b50, b99);
+    char p[32] = "-", c[32] = "-";
+    if (pushes >= 0) {
+        snprintf(p, sizeof(p), "%.0f", pushes);
+        snprintf(c, sizeof(c), "%.0f", claims);
+    }
+    printf("| %s | %s | %s | %.2f / %.2f | %.2f / %.2f |\n", sync, p, c, s50, s99, b50, b99);
     fflush(stdout);
 }
 
 static void usage(void) {
     fprintf(stderr, "usage: broker_bench [--broker PATH] [--dir DIR] [--seconds S] "
                     "[--push-threads N] [--claim-threads M] [--big N] [--samples K] "
-                    "[--sync normal|full|both]\n");
+                    "[--sync normal|full|both] [--latency-only]\n");
     exit(2);
 }
 
@@ -328,6 +339,7 @@ static void parse(bench *b, int argc, char **argv) {
                                          {"big", required_argument, NULL, 'n'},
                                          {"samples", required_argument, NULL, 'k'},
                                          {"sync", required_argument, NULL, 'y'},
+                                         {"latency-only", no_argument, NULL, 'l'},
                                          {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -355,6 +367,9 @@ static void parse(bench *b, int argc, char **argv) {
             break;
         case 'y':
             b->sync = optarg;
+            break;
+        case 'l':
+            b->latency_only = true;
             break;
         default:
             usage();

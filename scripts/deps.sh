@@ -5,6 +5,11 @@
 # another user it uses sudo when available.
 set -euo pipefail
 
+# `scripts/deps.sh --bench` also installs BENCH: the peers and load tools
+# that only `make bench` uses (scripts/bench.sh), so `make test` stays lean.
+# make test's `bench.sh --quick` smoke run skips the peers it cannot find.
+BENCH=(gearman-job-server libgearman-dev wrk hyperfine)
+
 # Build and runtime libraries (DESIGN.md section 9), the toolchain, and the
 # tools the test suite calls (format check, leak check, sanitizer runtime).
 PACKAGES=(
@@ -14,6 +19,10 @@ PACKAGES=(
     clang clang-format libclang-rt-14-dev valgrind
     curl python3 nodejs
 )
+
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES+=("${BENCH[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

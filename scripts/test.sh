@@ -27,6 +27,10 @@ cmake --build build -j "$JOBS"
 step "tests (normal build)"
 (cd build && ctest --output-on-failure -j "$JOBS" --timeout 600)
 
+step "benchmark harness (bench.sh --quick on the normal build; no timing asserted)"
+BENCH_BUILD=build BENCH_BUILD_TYPE=RelWithDebInfo bash scripts/bench.sh --quick --no-deps \
+    --out build/REPORT-quick.md
+
 step "sanitizer build (ASan+UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DP2P_SANITIZE=ON >/dev/null
 cmake --build build-asan -j "$JOBS"

@@ -1,7 +1,8 @@
 /* The child side of a call. The worker runs its own program again with
  * P2P_WORKER_CHILD_FLAG; p2p_worker_main() comes here before anything else.
  *
- * The job arrives on fd P2P__CHILD_FD as one JSON object (then EOF):
+ * Jobs arrive on fd P2P__CHILD_FD, one JSON object per line (a last one may
+ * end at EOF instead):
  *   {"function", "identifier", "lease_token", "broker", "args": {wire form},
  *    "in_dir", "out_dir", "log_level",
  *    "secret": hex (optional), "ca_file", "ca_path", "insecure"}
@@ -15,6 +16,10 @@
  *                                          retry, the broker could not be
  *                                          reached: give the call back
  * A child that dies without its last line crashed (or called exit).
+ * After its result the child goes back to the directory it started in and
+ * reads the next job; EOF (the worker closed the socket) ends it with 0. A
+ * framework error ends it with 1: the worker does not reuse it then (nor
+ * after a kill or anything unexpected, spares.c).
  *
  * Transfers happen here rather than in the parent so that the parent's one
  * loop (watch.c) keeps the lease alive however long they take. */
@@ -25,6 +30,7 @@
 #include "sign.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,33 +72,47 @@ static int guard_parent(const char *ppid_text) {
     return 0;
 }
 
-static int read_job(json_t **out) {
-    size_t cap = 64 * 1024, len = 0;
-    char *buf = malloc(cap);
-    int rc = buf != NULL ? 0 : P2P_ENOMEM;
-    while (rc == 0) {
-        if (len == cap) {
-            char *grown = cap < P2P__CHILD_MAX_JOB ? realloc(buf, cap * 2) : NULL;
-            if (grown == NULL) {
-                rc = P2P_ETOOBIG;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
+/* The bytes read from the worker: a job line, and whatever follows it. */
+typedef struct job_reader {
+    char *buf;
+    size_t len, cap;
+} job_reader;
+
+/* Parses the first `n` bytes as a job, then drops them (they may hold the
+ * secret: wiped). */
+static int take_job(job_reader *rd, size_t n, size_t skip, json_t **out) {
+    *out = json_loadb(rd->buf, n, JSON_REJECT_DUPLICATES, NULL);
+    explicit_bzero(rd->buf, n + skip);
+    memmove(rd->buf, rd->buf + n + skip, rd->len - n - skip);
+    rd->len -= n + skip;
+    return *out != NULL ? 0 : P2P_EPROTO;
+}
+
+/* The next job: 0 with `*out` set; 1 at EOF before any byte of one (no more
+ * jobs); P2P_ETOOBIG, P2P_EIO, P2P_EPROTO or P2P_ENOMEM. */
+static int read_job(job_reader *rd, json_t **out) {
+    for (size_t scanned = 0;;) {
+        char *nl = rd->len > scanned ? memchr(rd->buf + scanned, '\n', rd->len - scanned) : NULL;
+        if (nl != NULL)
+            return take_job(rd, (size_t)(nl - rd->buf), 1, out);
+        scanned = rd->len;
+        if (rd->len == rd->cap) {
+            size_t cap = rd->cap ? rd->cap * 2 : 64 * 1024;
+            char *grown = cap <= P2P__CHILD_MAX_JOB ? realloc(rd->buf, cap) : NULL;
+            if (grown == NULL)
+                return rd->cap < P2P__CHILD_MAX_JOB ? P2P_ENOMEM : P2P_ETOOBIG;
+            rd->buf = grown;
+            rd->cap = cap;
         }
-        ssize_t n = read(P2P__CHILD_FD, buf + len, cap - len);
+        ssize_t n = read(P2P__CHILD_FD, rd->buf + rd->len, rd->cap - rd->len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            rc = n < 0 ? P2P_EIO : 0;
-            break;
-        }
-        len += (size_t)n;
+        if (n < 0)
+            return P2P_EIO;
+        if (n == 0)
+            return rd->len == 0 ? 1 : take_job(rd, rd->len, 0, out);
+        rd->len += (size_t)n;
     }
-    if (rc == 0 && (*out = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) == NULL)
-        rc = P2P_EPROTO;
-    free(buf);
-    return rc;
 }
 
 static int send_error(const char *msg, bool retry) {
@@ -288,21 +308,45 @@ static void job_cleanup(job *j) {
     json_decref(j->json);
 }
 
-int p2p__child_main(int argc, char **argv, const p2p_worker_function *fns, size_t n) {
-    if (argc != 3 || guard_parent(argv[2]) != 0)
-        return 1;
-    job j = {0};
+/* Runs one job; 0 when the child may take another. */
+static int one_job(json_t *text, const p2p_worker_function *fns, size_t n) {
+    job j = {.json = text};
     p2p_error err = {0};
-    int rc = read_job(&j.json);
-    if (rc != 0) {
-        send_error(rc == P2P_ETOOBIG ? "the job is too large" : "cannot read the job", false);
-        return 1;
-    }
-    rc = decode(&j, fns, n, &err);
+    int rc = decode(&j, fns, n, &err);
     if (rc != 0)
         send_error(err.msg, transient(err.code));
     else
         rc = run(&j);
     job_cleanup(&j);
+    return rc;
+}
+
+int p2p__child_main(int argc, char **argv, const p2p_worker_function *fns, size_t n) {
+    if (argc != 3 || guard_parent(argv[2]) != 0)
+        return 1;
+    /* Where it started: it comes back here between calls, off the call's
+     * directory (which the worker removes). */
+    int home = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    job_reader rd = {0};
+    int rc = home >= 0 ? 0 : 1;
+    while (rc == 0) {
+        json_t *text = NULL;
+        int got = read_job(&rd, &text);
+        if (got == 1)
+            break; /* no more jobs */
+        if (got != 0) {
+            send_error(got == P2P_ETOOBIG ? "the job is too large" : "cannot read the job", false);
+            rc = 1;
+            break;
+        }
+        rc = one_job(text, fns, n);
+        if (rc == 0 && fchdir(home) != 0)
+            rc = 1;
+    }
+    if (rd.buf != NULL)
+        explicit_bzero(rd.buf, rd.cap);
+    free(rd.buf);
+    if (home >= 0)
+        close(home);
     return rc != 0 ? 1 : 0;
 }

@@ -254,14 +254,16 @@ static void take_call(p2p__poller *p, const json_t *answer) {
     } else {
         if (join)
             pthread_join(w->slots[slot].thread, NULL);
-        if (p2p__runner_start(w, slot, p->b, p->fn, &claim, &err) != 0) {
+        pthread_mutex_lock(&w->lock);
+        w->last_served = p->b;
+        w->served++;
+        pthread_mutex_unlock(&w->lock);
+        /* The last free slot: this poller would only wait for one, so it
+         * runs the call itself. */
+        bool here = p2p__worker_full(w);
+        if (p2p__runner_start(w, slot, p->b, p->fn, &claim, here, &err) != 0) {
             P2P_ERROR("worker: %s", err.msg);
             p2p__worker_put_slot(w, slot);
-        } else {
-            pthread_mutex_lock(&w->lock);
-            w->last_served = p->b;
-            w->served++;
-            pthread_mutex_unlock(&w->lock);
         }
     }
     p2p__claim_cleanup(&claim);

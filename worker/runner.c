@@ -102,29 +102,6 @@ void p2p__worker_remove_tree(const char *path) {
         P2P_WARN("worker: cannot remove %s: %s", path, strerror(errno));
 }
 
-static int make_dirs(p2p__run *r, p2p_error *err) {
-    char name[64];
-    snprintf(name, sizeof(name), "call-%.16s-XXXXXX", r->claim.identifier);
-    r->dir = p2p_fs_join(r->w->work_dir, name);
-    if (r->dir == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    if (mkdtemp(r->dir) == NULL) {
-        int rc = p2p_error_errno(err, P2P_EIO, errno, "cannot create %s", r->dir);
-        free(r->dir);
-        r->dir = NULL;
-        return rc;
-    }
-    char *in = p2p_fs_join(r->dir, "in"), *out = p2p_fs_join(r->dir, "out");
-    int rc = 0;
-    if (in == NULL || out == NULL)
-        rc = p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    else if (mkdir(in, 0700) != 0 || mkdir(out, 0700) != 0)
-        rc = p2p_error_errno(err, P2P_EIO, errno, "cannot create %s/in and out", r->dir);
-    free(in);
-    free(out);
-    return rc;
-}
-
 static void add_hex_secret(const p2p_worker *w, json_t *job) {
     if (w->secret == NULL)
         return;
@@ -245,7 +222,7 @@ static int start_child(p2p__run *r, const char *job, p2p__child *child, p2p_erro
         if (p2p__child_send_job(child, job, strlen(job), err) == 0)
             return 0;
         P2P_WARN("worker: call %s: %s; starting another child", r->claim.identifier, err->msg);
-        p2p__child_cleanup(child);
+        p2p__spare_give_back(r->w, child, false, 0);
     }
     int rc = p2p__child_spawn(r->w->child_program, r->w->work_dir, child, err);
     return rc != 0 ? rc : p2p__child_send_job(child, job, strlen(job), err);
@@ -264,16 +241,21 @@ static void run_child(p2p__run *r) {
     if (rc != 0) {
         /* Not the call's fault: another worker may run it. */
         P2P_ERROR("worker: call %s: %s", r->claim.identifier, err.msg);
-        p2p__child_cleanup(&child);
+        p2p__spare_give_back(r->w, &child, false, 0);
         p2p__claim_release(r->w, r->b, r->function, &r->claim);
         return;
     }
     p2p__ending ending;
     p2p__watch(r, &child, &ending);
+    child.calls++;
+    /* A child that waits for its next job goes back before the final push,
+     * so that it is ready for the call that push may bring. */
+    if (ending.reusable)
+        p2p__spare_give_back(r->w, &child, true, 0);
     report(r, &ending);
-    /* It sent its result: it should be gone in a moment. */
-    p2p__child_finish(&child, r->w->opts.grace_ms > 1000 ? r->w->opts.grace_ms : 1000);
-    p2p__child_cleanup(&child);
+    /* Otherwise it sent its result, or died: it should be gone in a moment. */
+    p2p__spare_give_back(r->w, &child, false,
+                         r->w->opts.grace_ms > 1000 ? r->w->opts.grace_ms : 1000);
     json_decref(ending.result);
 }
 
@@ -301,14 +283,13 @@ static void *runner_main(void *arg) {
     p2p_error err = {0};
     P2P_INFO("worker: running call %s of %s from %s (attempt %d)", r->claim.identifier, r->function,
              r->b->url, r->claim.attempts);
-    if (make_dirs(r, &err) != 0) {
+    if (p2p__calldir_make(r->w, r->claim.identifier, &r->dir, &err) != 0) {
         P2P_ERROR("worker: call %s: %s", r->claim.identifier, err.msg);
         p2p__claim_release(r->w, r->b, r->function, &r->claim);
     } else {
         run_child(r);
     }
-    p2p__worker_remove_tree(r->dir);
-    free(r->dir);
+    p2p__calldir_retire(r->w, r->dir);
     p2p__claim_cleanup(&r->claim);
     p2p_worker *w = r->w;
     unsigned slot = r->slot;
@@ -318,7 +299,7 @@ static void *runner_main(void *arg) {
 }
 
 int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_worker_function *fn,
-                      p2p__claim *claim, p2p_error *err) {
+                      p2p__claim *claim, bool here, p2p_error *err) {
     p2p__run *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         p2p__claim_cleanup(claim);
@@ -333,6 +314,10 @@ int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_wo
                     .renew_ms = renew_interval(w, claim),
                     .abort = {.flag = &w->aborting, .fd = w->abort_fd}};
     claim->args = NULL; /* the run owns it now */
+    if (here) {
+        runner_main(r);
+        return 0;
+    }
     pthread_mutex_lock(&w->lock);
     int rc = pthread_create(&w->slots[slot].thread, NULL, runner_main, r);
     w->slots[slot].joinable = rc == 0;

@@ -1,14 +1,21 @@
-/* Children started ahead of their call. Starting one costs about 5 ms
- * (posix_spawn, exec, loading the program's shared libraries), against under
- * 1 ms for the rest of a no-op call (tests/unit/test_worker_spawn.c measures
- * both): so a spawner thread keeps a few children exec'ed and waiting for
- * their job, and a runner takes one instead of starting it. Each child still
- * runs exactly one call and is then reaped: the isolation is the same as a
- * child started for the call, only its start moved earlier.
+/* Children started ahead of their call, and kept for the next one. Starting
+ * one costs about 5 ms of CPU (posix_spawn, exec, loading the program's
+ * shared libraries), against well under 1 ms for the rest of a no-op call
+ * (tests/unit/test_worker_spawn.c measures both): so a spawner thread keeps
+ * a few children exec'ed and waiting for a job, a runner takes one instead of
+ * starting it, and gives it back when the call ended cleanly (the child sent
+ * its outputs, or its function failed, and waits for the next job). A child
+ * that crashed, was killed (terminate, lost lease, shutdown), said anything
+ * unexpected, or ran P2P__CHILD_MAX_CALLS calls is not given back: it exits
+ * and the spawner starts another. A crash still takes only its own call
+ * down, and terminate still kills the process that runs the call: the
+ * isolation is the same, only the child's start moved off the call's path.
+ * (spare_children = 0 starts a child for each call, which then exits.)
  *
  * The spawner thread lives until the worker stops, because a child dies with
  * the thread that spawned it (PR_SET_PDEATHSIG); any thread of the process
- * may wait for it. */
+ * may wait for it. A child a runner started itself dies with that runner, so
+ * only the spawner's children are kept. */
 #include "worker_internal.h"
 
 #include "log.h"
@@ -29,13 +36,16 @@ bool p2p__spare_take(p2p_worker *w, p2p__child *out) {
         p2p__child c = w->spares[--w->nspares];
         if (alive(&c)) {
             *out = c;
+            out->pooled = true;
+            w->nloaned++;
             found = true;
         } else {
             P2P_WARN("worker: a spare child (pid %ld) died while waiting", (long)c.pid);
             p2p__child_cleanup(&c);
         }
     }
-    pthread_cond_broadcast(&w->cond); /* the spawner makes another */
+    if (w->nspares + w->nloaned < w->target_spares)
+        pthread_cond_signal(&w->spare_cond); /* a dead one was dropped: make another */
     pthread_mutex_unlock(&w->lock);
     return found;
 }
@@ -47,8 +57,9 @@ void *p2p__spawner_main(void *arg) {
         pthread_mutex_lock(&w->lock);
         /* Stopping, it makes no more, but lives on until no call runs: the
          * children it started die with it. */
-        while (!w->spawner_exit && (atomic_load(&w->stopping) || w->nspares >= w->target_spares))
-            pthread_cond_wait(&w->cond, &w->lock);
+        while (!w->spawner_exit &&
+               (atomic_load(&w->stopping) || w->nspares + w->nloaned >= w->target_spares))
+            pthread_cond_wait(&w->spare_cond, &w->lock);
         bool stop = w->spawner_exit;
         pthread_mutex_unlock(&w->lock);
         if (stop)
@@ -67,6 +78,27 @@ void *p2p__spawner_main(void *arg) {
         pthread_mutex_unlock(&w->lock);
     }
     return NULL;
+}
+
+void p2p__spare_give_back(p2p_worker *w, p2p__child *c, bool reusable, int64_t grace_ms) {
+    bool kept = false;
+    pthread_mutex_lock(&w->lock);
+    if (c->pooled) {
+        w->nloaned--;
+        kept = reusable && c->calls < P2P__CHILD_MAX_CALLS && !w->spawner_exit &&
+               !atomic_load(&w->stopping) && w->nspares < P2P__MAX_SPARES &&
+               w->nspares < w->target_spares && alive(c);
+        if (kept)
+            w->spares[w->nspares++] = *c;
+    }
+    if (!kept)
+        pthread_cond_signal(&w->spare_cond); /* the spawner makes another */
+    pthread_mutex_unlock(&w->lock);
+    if (!kept) {
+        p2p__child_finish(c, grace_ms);
+        p2p__child_cleanup(c);
+    }
+    *c = (p2p__child){.pid = 0, .pidfd = -1, .sock = -1};
 }
 
 void p2p__spares_cleanup(p2p_worker *w) {

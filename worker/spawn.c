@@ -90,7 +90,7 @@ static int start(const char *program, const char *cwd, int child_end, pid_t *pid
 }
 
 int p2p__child_spawn(const char *program, const char *cwd, p2p__child *out, p2p_error *err) {
-    *out = (p2p__child){.pid = 0, .pidfd = -1, .sock = -1};
+    *out = (p2p__child){.pid = 0, .pidfd = -1, .sock = -1, .pooled = false, .calls = 0};
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return p2p_error_errno(err, P2P_EIO, errno, "cannot make a control socket");
@@ -129,8 +129,10 @@ int p2p__child_send_job(p2p__child *c, const char *job, size_t len, p2p_error *e
             return p2p_error_errno(err, P2P_EIO, errno, "cannot send the job to the child");
         done += (size_t)n;
     }
-    if (shutdown(c->sock, SHUT_WR) != 0)
-        return p2p_error_errno(err, P2P_EIO, errno, "cannot send the job to the child");
+    while (send(c->sock, "\n", 1, MSG_NOSIGNAL) != 1) {
+        if (errno != EINTR)
+            return p2p_error_errno(err, P2P_EIO, errno, "cannot send the job to the child");
+    }
     return 0;
 }
 
@@ -162,6 +164,10 @@ bool p2p__child_reap(p2p__child *c, bool wait) {
 }
 
 void p2p__child_finish(p2p__child *c, int64_t wait_ms) {
+    if (c->sock >= 0) {
+        close(c->sock);
+        c->sock = -1;
+    }
     if (c->pid <= 0 || c->reaped)
         return;
     struct pollfd pfd = {.fd = c->pidfd, .events = POLLIN};

@@ -235,5 +235,12 @@ void p2p__watch(p2p__run *r, p2p__child *child, p2p__ending *out) {
             maybe_push(&x);
     }
     out->exited = x.exited;
+    /* A child whose call ended cleanly waits for its next job (child.c):
+     * nothing left unread, not killed, and its last word a result. */
+    const json_t *res = out->result;
+    out->reusable =
+        res != NULL && !x.exited && !x.killed && x.sock_open && x.len == 0 &&
+        x.kill_at_ms == INT64_MAX && !out->lost && !out->terminate && !out->aborted &&
+        (json_object_get(res, "outputs") != NULL || json_object_get(res, "failed") != NULL);
     free(x.buf);
 }

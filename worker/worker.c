@@ -1,8 +1,10 @@
 /* The worker object: options, brokers, call slots, start and the graceful
  * stop. Threads: one poller per (broker, function) (poller.c), one runner per
- * running call (runner.c), one gossip thread (gossip.c). One mutex and one
- * condition variable (on CLOCK_MONOTONIC) cover the shared state: free slots,
- * per-broker backoff, the stop flag. */
+ * running call (runner.c), one gossip thread (gossip.c). One mutex covers the
+ * shared state: free slots, per-broker backoff, the stop flag, the spares.
+ * Three condition variables (on CLOCK_MONOTONIC) keep each wake-up to the
+ * threads it concerns: `cond` (a free slot, the stop), `stop_cond` (timed
+ * waits only the stop ends early), `spare_cond` (the spawner). */
 #include "worker_internal.h"
 
 #include "discovery.h"
@@ -74,7 +76,7 @@ bool p2p__worker_wait_until(p2p_worker *w, int64_t deadline_ms) {
     abs_deadline(deadline_ms, &ts);
     pthread_mutex_lock(&w->lock);
     while (!atomic_load(&w->stopping) && p2p__worker_now_ms() < deadline_ms)
-        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        pthread_cond_timedwait(&w->stop_cond, &w->lock, &ts);
     bool go = !atomic_load(&w->stopping);
     pthread_mutex_unlock(&w->lock);
     return go;
@@ -103,6 +105,13 @@ void p2p__worker_put_slot(p2p_worker *w, unsigned slot) {
     w->busy--;
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
+}
+
+bool p2p__worker_full(p2p_worker *w) {
+    pthread_mutex_lock(&w->lock);
+    bool full = w->busy >= w->opts.concurrency;
+    pthread_mutex_unlock(&w->lock);
+    return full;
 }
 
 bool p2p__worker_can_do_work(p2p_worker *w) {
@@ -249,11 +258,17 @@ static int init_sync(p2p_worker *w, p2p_error *err) {
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0)
         return p2p_error_set(err, P2P_ENOMEM, "worker: cannot make a condition variable");
-    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-              pthread_cond_init(&w->cond, &attr) == 0;
+    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+    int made = 0;
+    pthread_cond_t *conds[] = {&w->cond, &w->stop_cond, &w->spare_cond};
+    while (ok && made < 3 && pthread_cond_init(conds[made], &attr) == 0)
+        made++;
     pthread_condattr_destroy(&attr);
-    if (!ok)
+    if (made < 3) {
+        while (made > 0)
+            pthread_cond_destroy(conds[--made]);
         return p2p_error_set(err, P2P_ENOMEM, "worker: cannot make a condition variable");
+    }
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->can_lock, NULL);
     w->sync_ready = true;
@@ -461,6 +476,8 @@ static void stop_claiming(p2p_worker *w) {
     pthread_mutex_lock(&w->lock);
     atomic_store(&w->stopping, true);
     pthread_cond_broadcast(&w->cond);
+    pthread_cond_broadcast(&w->stop_cond);
+    pthread_cond_broadcast(&w->spare_cond);
     for (size_t i = 0; i < w->nbrokers; i++) {
         for (size_t f = 0; w->brokers[i]->pollers != NULL && f < w->nfns; f++)
             p2p__poller_wake(w->brokers[i]->pollers[f]);
@@ -496,7 +513,7 @@ static void teardown(p2p_worker *w) {
     w->gossip_started = false;
     pthread_mutex_lock(&w->lock);
     w->spawner_exit = true;
-    pthread_cond_broadcast(&w->cond);
+    pthread_cond_broadcast(&w->spare_cond);
     pthread_mutex_unlock(&w->lock);
     if (w->spawner_started)
         pthread_join(w->spawner, NULL);
@@ -508,6 +525,7 @@ static void teardown(p2p_worker *w) {
             pthread_join(w->slots[i].thread, NULL);
         w->slots[i].joinable = false;
     }
+    p2p__calldirs_cleanup(w);
     if (w->work_dir != NULL)
         p2p__worker_remove_tree(w->work_dir);
     free(w->work_dir);
@@ -567,6 +585,8 @@ void p2p_worker_free(p2p_worker *w) {
         pthread_mutex_destroy(&w->lock);
         pthread_mutex_destroy(&w->can_lock);
         pthread_cond_destroy(&w->cond);
+        pthread_cond_destroy(&w->stop_cond);
+        pthread_cond_destroy(&w->spare_cond);
     }
     free(w);
 }

@@ -89,9 +89,12 @@ typedef struct p2p_worker_options {
     int64_t progress_interval_ms; /* at most one progress push per this; default 250 */
     const char *child_program;    /* what runs a call; default "/proc/self/exe" */
     /* Children kept started (exec'ed, waiting for a job) ahead of their
-     * call: it saves the ~5 ms a start costs. Each still runs one call only.
-     * They see the environment of the worker when they started. -1 (the
-     * default) = concurrency, at most 4; 0 = start each child for its call. */
+     * call: it saves the ~5 ms of CPU a start costs. A child that ended its
+     * call with a result runs the next one (up to 1,000 calls); one that
+     * crashed or was killed is replaced. They see the environment of the
+     * worker when they started, and a function's global state lives on
+     * from one call to the next in the same child. -1 (the default) =
+     * concurrency, at most 4; 0 = start a fresh child for each call. */
     int spare_children;
     p2p_worker_can_do_work_fn can_do_work; /* NULL = always yes */
     void *can_do_work_ctx;

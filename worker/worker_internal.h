@@ -8,6 +8,7 @@
  *   wire.c         requests to a broker: pushes, blobs with HEAD and Range
  *   spawn.c        the parent side of a child: posix_spawn, pidfd, socket, reaping
  *   spares.c       children started ahead of their call, by a spawner thread
+ *   calldir.c      the per-call directories, clean ones kept for the next call
  *   child.c        the child side: job, input blobs, the adapter, output blobs
  *   runtime.c      p2p_progress_hook, p2p_fail, p2p_checkpoint_save/load
  *   throttle.c     coalescing progress updates to a few a second */
@@ -31,6 +32,9 @@
 #define P2P__CHILD_MAX_MESSAGE (8u << 20)
 /* Longest job sent to a child (arguments and paths). */
 #define P2P__CHILD_MAX_JOB (16u << 20)
+/* Calls one child runs before it is replaced: what user code leaks (memory,
+ * descriptors) between calls stays bounded. */
+#define P2P__CHILD_MAX_CALLS 1000
 /* How often an unwilling can_do_work is asked again. */
 #define P2P__CAN_DO_RECHECK_MS 500
 /* Backoff of a broker that cannot be reached: base and cap, in ms. */
@@ -131,7 +135,9 @@ typedef struct p2p__child {
     int pidfd; /* readable once the child exited */
     int sock;  /* the parent's end of the control socket */
     bool reaped;
-    int wstatus; /* once reaped */
+    int wstatus;    /* once reaped */
+    bool pooled;    /* started by the spawner thread: may go back among the spares */
+    unsigned calls; /* calls it ran */
 } p2p__child;
 
 /* Starts `program` with argv {program, P2P_WORKER_CHILD_FLAG, PARENT_PID}, in
@@ -143,7 +149,9 @@ typedef struct p2p__child {
 int p2p__child_spawn(const char *program, const char *cwd, p2p__child *out,
                      p2p_error *err) P2P_NODISCARD;
 
-/* Writes `len` bytes of `job` and closes the parent's sending side. */
+/* Writes `len` bytes of `job` (one JSON text, no newline in it) and the
+ * newline that ends it: the child reads one job per line, and another one
+ * after it sent its result, until its socket is closed. */
 int p2p__child_send_job(p2p__child *c, const char *job, size_t len, p2p_error *err) P2P_NODISCARD;
 
 /* Sends `sig` to the child's whole process group (its own children too). */
@@ -153,12 +161,29 @@ void p2p__child_kill(p2p__child *c, int sig);
  * is reaped. */
 bool p2p__child_reap(p2p__child *c, bool wait);
 
-/* Gives a child that sent its result up to `wait_ms` to exit, then kills
- * its process group (what it started dies with it) and reaps it. */
+/* Closes the control socket (a child waiting for another job exits on that
+ * EOF), gives the child up to `wait_ms` to exit, then kills its process
+ * group (what it started dies with it) and reaps it. */
 void p2p__child_finish(p2p__child *c, int64_t wait_ms);
 
 /* Kills and reaps the child if still there, and closes its descriptors. */
 void p2p__child_cleanup(p2p__child *c);
+
+/* ---- calldir.c ---- */
+
+/* Most clean call directories kept for the next calls. */
+#define P2P__MAX_FREE_DIRS 8
+
+/* The directory of a call of `identifier`: WORK_DIR/call-ID16-XXXXXX with
+ * in/ and out/ (empty), a kept one renamed or a new one. `*out` is the
+ * caller's (p2p__calldir_retire). Returns 0, P2P_EIO or P2P_ENOMEM. */
+int p2p__calldir_make(p2p_worker *w, const char *identifier, char **out,
+                      p2p_error *err) P2P_NODISCARD;
+/* The call is over: `dir` (taken; NULL is a no-op) is kept for another call
+ * when in/ and out/ are empty, else removed. */
+void p2p__calldir_retire(p2p_worker *w, char *dir);
+/* Frees the names of the kept directories (they go with the work dir). */
+void p2p__calldirs_cleanup(p2p_worker *w);
 
 /* ---- spares.c ---- */
 
@@ -168,6 +193,12 @@ void p2p__child_cleanup(p2p__child *c);
 /* Takes a spare child, alive and waiting for its job, into `*out`; false
  * when there is none. */
 bool p2p__spare_take(p2p_worker *w, p2p__child *out);
+/* The child of a call that is over (`*c`, taken: reset to none). When
+ * `reusable` (it sent its result cleanly and is waiting for another job),
+ * it came from the spawner, it ran fewer than P2P__CHILD_MAX_CALLS, and
+ * the worker is not stopping, it goes back among the spares. Otherwise it is
+ * told to exit (EOF on its socket), given `grace_ms`, killed and reaped. */
+void p2p__spare_give_back(p2p_worker *w, p2p__child *c, bool reusable, int64_t grace_ms);
 /* The spawner thread: keeps target_spares children started. */
 void *p2p__spawner_main(void *arg);
 /* Kills and reaps the spares left (the spawner has stopped). */
@@ -238,8 +269,12 @@ struct p2p_worker {
     p2p_http_client *http; /* pushes, gossip (the children transfer the blobs) */
 
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* CLOCK_MONOTONIC: capacity, backoff, stop */
-    bool sync_ready;     /* lock, cond and can_lock are initialised */
+    pthread_cond_t cond; /* CLOCK_MONOTONIC: capacity, stop */
+    /* Timed waits (gossip, backoff) that only the stop ends early: apart
+     * from `cond`, so that a call ending does not wake them. */
+    pthread_cond_t stop_cond;
+    pthread_cond_t spare_cond; /* the spawner: a spare to make, or its exit */
+    bool sync_ready;           /* lock, cond and can_lock are initialised */
     bool started;
     atomic_bool stopping; /* no more claims; set under `lock` */
     atomic_bool aborting; /* the grace is over: kill what runs */
@@ -255,6 +290,9 @@ struct p2p_worker {
     bool spawner_started;
     p2p__child spares[P2P__MAX_SPARES]; /* under lock */
     unsigned nspares, target_spares;
+    unsigned nloaned;                    /* under lock: spares out running a call, back after it */
+    char *free_dirs[P2P__MAX_FREE_DIRS]; /* under lock: clean call directories kept */
+    unsigned nfree_dirs, free_dir_seq;
     bool spawner_exit;      /* under lock: no call runs any more, the spawner may go */
     p2p_http_client *quick; /* gossip and probes: short timeouts, no retries */
     char **aliases;         /* URLs found to name a broker already polled */
@@ -274,6 +312,8 @@ bool p2p__worker_wait_capacity(p2p_worker *w);
 bool p2p__worker_take_slot(p2p_worker *w, unsigned *slot, bool *join);
 /* Gives a slot back (without a thread having run on it). */
 void p2p__worker_put_slot(p2p_worker *w, unsigned slot);
+/* True when every slot is taken. */
+bool p2p__worker_full(p2p_worker *w);
 /* Asks the user's predicate (serialised); true without one. */
 bool p2p__worker_can_do_work(p2p_worker *w);
 /* Sleeps until `deadline_ms` or the worker stops. False when stopping. */
@@ -343,6 +383,7 @@ typedef struct p2p__ending {
     int wstatus;            /* from waitpid */
     p2p__throttle progress; /* what is still to be pushed */
     bool exited;            /* reaped (else it sent its result and may still be exiting) */
+    bool reusable;          /* it sent outputs or failed, nothing else, and waits for a job */
 } p2p__ending;
 
 /* Watches the running `child` of `r` until it sent its result, or exited and
@@ -358,9 +399,12 @@ void p2p__watch(p2p__run *r, p2p__child *child, p2p__ending *out);
  * Returns 0 or the last error (logged). */
 int p2p__run_push(p2p__run *r, const char *member, json_t *value, p2p__push_reply *reply);
 
-/* Runs `claim` (taken over, even on error) of `fn` from `b` on `slot` in a
- * new thread, which gives the slot back when the call is over. */
+/* Runs `claim` (taken over, even on error) of `fn` from `b` on `slot`, and
+ * gives the slot back when the call is over: in a new thread, or when
+ * `here`, in the calling thread, returning once the call is over (a poller
+ * whose call took the last free slot would only wait for one meanwhile:
+ * running it itself saves a thread's start on the call's path). */
 int p2p__runner_start(p2p_worker *w, unsigned slot, p2p__broker *b, const p2p_worker_function *fn,
-                      p2p__claim *claim, p2p_error *err) P2P_NODISCARD;
+                      p2p__claim *claim, bool here, p2p_error *err) P2P_NODISCARD;
 
 #endif

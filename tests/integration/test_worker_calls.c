@@ -82,6 +82,53 @@ static json_t *run_one(wf_fn f, json_t *args) {
     return wf_await_status(&B, f, id, "done|failed|terminated", 60000);
 }
 
+/* The worker's one direct child (--concurrency 1: one spare), once it is
+ * there and is not `not` (0 = any). Sampled every 10 ms: a spawn has no
+ * event the test can wait for. */
+static pid_t the_child(worker *w, pid_t not ) {
+    int64_t deadline = harness_now_ms() + 30000;
+    while (harness_now_ms() < deadline) {
+        pid_t kids[64];
+        size_t n = wf_children(worker_pid(w), kids, 64);
+        if (n == 1 && kids[0] != not )
+            return kids[0];
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    TEST_FAIL_("the worker has no single new child after 30 s");
+    return 0;
+}
+
+/* A child that ended its call with a result runs the next call (no start on
+ * the call's path), a failed function included; a crashed one is replaced. */
+static void test_child_runs_the_next_call(void) {
+    worker w;
+    worker_start_for(&w, "wcalls_reuse", &B, &(worker_config){.concurrency = 1});
+    pid_t child = the_child(&w, 0);
+    for (int i = 0; i < 4; i++) {
+        json_t *call = i == 2 ? run_one(WF_BAD_FRAME, json_pack("{s:i}", "x", 1))
+                              : run_one(WF_ADD, fx_add_args(i, 1000));
+        wf_expect_status(call, i == 2 ? "failed" : "done");
+        json_decref(call);
+        pid_t kids[64];
+        ASSERT_EQ(wf_children(worker_pid(&w), kids, 64), 1);
+        ASSERT_EQ(kids[0], child);
+    }
+    json_t *call = run_one(WF_SEGV, json_pack("{s:i}", "x", 2));
+    wf_expect_status(call, "failed");
+    json_decref(call);
+    pid_t next = the_child(&w, child);
+    call = run_one(WF_ADD, fx_add_args(7, 1000));
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 1007);
+    json_decref(call);
+    pid_t kids[64];
+    ASSERT_EQ(wf_children(worker_pid(&w), kids, 64), 1);
+    ASSERT_EQ(kids[0], next);
+    worker_stop(&w, 30000);
+    wf_assert_no_orphans(&w, 5000);
+    worker_cleanup(&w);
+}
+
 static void test_crashes_fail_the_call_not_the_worker(void) {
     worker w;
     worker_start_for(&w, "wcalls_crash", &B, &(worker_config){.concurrency = 1});
@@ -292,6 +339,7 @@ static void test_files_in_and_out(void) {
 int main(void) {
     wf_broker_init(&B, "wcalls_broker", NULL);
     broker_start(&B);
+    TEST_RUN(test_child_runs_the_next_call);
     TEST_RUN(test_crashes_fail_the_call_not_the_worker);
     TEST_RUN(test_child_killed_from_outside);
     TEST_RUN(test_concurrency_limit);
