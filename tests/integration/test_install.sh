@@ -46,6 +46,6 @@ echo "pkg-config consumer: $out2"
 #    headers (DESIGN.md §1: the markers are plain C).
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc -std=c11 -Wall -Wextra -Wpedantic -Werror \
     -fsyntax-only $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags p2prpc) \
-    -x c "$P2PRPC_SOURCE_DIR/examples/analyze/function.h"
+    -x c "$P2PRPC_SOURCE_DIR/examples/analyze_large_file/function.h"
 echo "example header compiles against the installed headers"
 echo "install test passed"
