@@ -58,13 +58,16 @@ typedef struct p2p_cg_header {
  * copied) in messages, into `out` (overwritten; caller cleans it up with
  * p2p_cg_header_cleanup, also after an error). A header with no
  * P2PRPC_FUNCTION is an error. Returns 0, P2P_EINVAL with the message
- * "PATH:LINE:COL: error: ..." in `err`, or P2P_ENOMEM. Never reads past
- * `len`; `text` need not be NUL-terminated. */
+ * "PATH:LINE:COL: error: ..." in `err`, P2P_ETOOBIG when `len` is over
+ * P2P_CG_MAX_HEADER ("PATH: error: ..."), or P2P_ENOMEM. Never reads past
+ * `len`; `text` need not be NUL-terminated. Preprocessor lines are skipped,
+ * not evaluated: a declaration under "#if 0" is still read. */
 int p2p_cg_parse(const char *path, const char *text, size_t len, p2p_cg_header *out,
                  p2p_error *err) P2P_NODISCARD;
 
 /* Reads the file at `path` (at most P2P_CG_MAX_HEADER bytes) and parses it.
- * P2P_ENOTFOUND / P2P_EIO when it cannot be read ("PATH: error: ..."). */
+ * When it cannot be read: P2P_ENOTFOUND (missing), P2P_EIO, P2P_ETOOBIG
+ * (too large) or P2P_EINVAL (not a regular file), all "PATH: error: ...". */
 int p2p_cg_parse_file(const char *path, p2p_cg_header *out, p2p_error *err) P2P_NODISCARD;
 
 /* Frees what `h` owns and zeroes it. Safe on a zeroed or half-filled one. */
