@@ -33,19 +33,20 @@ static void get_proto(p2p__cg_buf *b, const p2p_cg_function *f) {
 static void stubs_h(p2p__cg_buf *b, const p2p_cg_header *h) {
     const char *base = p2p__cg_basename(h->path);
     p2p__cg_banner_c(b, h);
-    p2p__cg_printf(b,
-                   "/* Client stubs of the functions of %s. Each function keeps the name and\n"
-                   " * signature %s declares, and runs remotely: it returns 0, or a negative\n"
-                   " * P2P_E* code (P2P_EFAILED: the function failed) with the message in\n"
-                   " * p2p_stub_last_error(). Its output files are in the client's cache (read\n"
-                   " * them, never write them); its output strings are the caller's to free.\n"
-                   " * The default client reads discovery.txt (P2PRPC_DISCOVERY overrides it),\n"
-                   " * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub.h). Call p2p_stub_shutdown()\n"
-                   " * once done. */\n"
-                   "#ifndef P2PRPC_GENERATED_STUBS_H\n#define P2PRPC_GENERATED_STUBS_H\n\n"
-                   "#include \"%s\"\n\n#include <p2prpc/client.h>\n#include <p2prpc/stub.h>\n\n"
-                   "#include <stdint.h>\n",
-                   base, base, base);
+    p2p__cg_printf(
+        b,
+        "/* Client stubs of the functions of %s. Each function keeps the name and\n"
+        " * signature %s declares, and runs remotely: it returns 0, or a negative\n"
+        " * P2P_E* code (P2P_EFAILED: the function failed) with the message in\n"
+        " * p2p_stub_last_error(). Its output files are in the client's cache (read\n"
+        " * them, never write them); its output strings are the caller's to free.\n"
+        " * The default client reads discovery.txt (P2PRPC_DISCOVERY overrides it),\n"
+        " * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub.h). Call p2p_stub_shutdown()\n"
+        " * once done. */\n"
+        "#ifndef P2PRPC_GENERATED_STUBS_H\n#define P2PRPC_GENERATED_STUBS_H\n\n"
+        "#include \"%s\"\n\n#include <p2prpc/client.h>\n#include <p2prpc/stub_client.h>\n\n"
+        "#include <stdint.h>\n",
+        base, base, base);
     for (size_t i = 0; i < h->n_functions; i++) {
         const p2p_cg_function *f = &h->functions[i];
         p2p__cg_printf(
@@ -117,7 +118,7 @@ static void get_result(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
     switch (p->type) {
     case P2P_TYPE_INT64:
         p2p__cg_printf(b, "    *%s = (", p->name);
-        p2p__cg_pointee(b, p->c_type);
+        p2p__cg_pointee(b, p->c_type, false);
         p2p__cg_printf(b, ")p2p_out[%zu].as.i64;\n", i);
         break;
     case P2P_TYPE_BOOL:
@@ -138,8 +139,8 @@ static void get_result(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
     }
 }
 
-/* On error, frees the output strings already copied (`deref`: "*" when the
- * variables are pointers to them). */
+/* On error, frees the output strings already copied, so that the caller
+ * gets NULL ones. */
 static void free_strings(p2p__cg_buf *b, const p2p_cg_function *f) {
     bool any = false;
     for (size_t i = 0; i < f->n_params; i++)
@@ -156,14 +157,15 @@ static void free_strings(p2p__cg_buf *b, const p2p_cg_function *f) {
 
 static void get_def(p2p__cg_buf *b, const p2p_cg_function *f) {
     get_proto(b, f);
-    p2p__cg_printf(b,
-                   " {\n    const p2p_value *p2p_out = NULL;\n"
-                   "    int p2p_rc = p2p_stub_get(p2p_f, p2p_timeout_ms, %zu, &p2p_out);\n"
-                   "    if (p2p_rc != 0)\n        return p2p_rc;\n",
-                   p2p__cg_count(f, true));
+    p2p__cg_printf(b, " {\n    const p2p_value *p2p_out = NULL;\n");
+    /* Strings first set to NULL: the caller may free them whatever happens. */
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output && f->params[i].type == P2P_TYPE_STRING)
             p2p__cg_printf(b, "    *%s = NULL;\n", f->params[i].name);
+    p2p__cg_printf(b,
+                   "    int p2p_rc = p2p_stub_get(p2p_f, p2p_timeout_ms, %zu, &p2p_out);\n"
+                   "    if (p2p_rc != 0)\n        return p2p_rc;\n",
+                   p2p__cg_count(f, true));
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (f->params[i].output)
             get_result(b, &f->params[i], k++);

@@ -107,7 +107,7 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
         if (!p->output)
             continue;
         p2p__cg_printf(b, "    ");
-        p2p__cg_pointee(b, p->c_type);
+        p2p__cg_pointee(b, p->c_type, true);
         p2p__cg_printf(b, "%s = %s;\n", p->name,
                        p->type == P2P_TYPE_STRING ? "NULL"
                        : p->type == P2P_TYPE_BOOL ? "false"

@@ -50,9 +50,9 @@ void p2p__cg_schema_table(p2p__cg_buf *b, const p2p_cg_header *h);
  * "const char *x", "p2p_file *x"... */
 void p2p__cg_decl(p2p__cg_buf *b, const p2p_cg_param *p, const char *name);
 
-/* The type an output pointer points to, followed by a space unless it ends
- * with '*': "int64_t *" -> "int64_t ", "char **" -> "char *". */
-void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type);
+/* The type an output pointer points to, followed by a space (when `space`)
+ * unless it ends with '*': "int64_t *" -> "int64_t ", "char **" -> "char *". */
+void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type, bool space);
 
 /* How many inputs (or outputs) `f` has. */
 size_t p2p__cg_count(const p2p_cg_function *f, bool outputs);

@@ -199,13 +199,13 @@ void p2p__cg_decl(p2p__cg_buf *b, const p2p_cg_param *p, const char *name) {
     p2p__cg_printf(b, "%s%s%s", p->c_type, star ? "" : " ", name);
 }
 
-void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type) {
+void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type, bool space) {
     const char *star = strrchr(c_type, '*');
     size_t n = star ? (size_t)(star - c_type) : strlen(c_type);
     while (n > 0 && c_type[n - 1] == ' ')
         n--;
     bool ends_star = n > 0 && c_type[n - 1] == '*';
-    p2p__cg_printf(b, "%.*s%s", (int)n, c_type, ends_star ? "" : " ");
+    p2p__cg_printf(b, "%.*s%s", (int)n, c_type, ends_star || !space ? "" : " ");
 }
 
 size_t p2p__cg_count(const p2p_cg_function *f, bool outputs) {

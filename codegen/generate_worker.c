@@ -37,7 +37,7 @@ static bool input_local(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
 
 static void output_local(p2p__cg_buf *b, const p2p_cg_param *p) {
     p2p__cg_printf(b, "    ");
-    p2p__cg_pointee(b, p->c_type);
+    p2p__cg_pointee(b, p->c_type, true);
     const char *zero = p->type == P2P_TYPE_STRING ? "NULL"
                        : p->type == P2P_TYPE_BOOL ? "false"
                        : p->type == P2P_TYPE_FILE ? "{0}"
@@ -83,8 +83,8 @@ static void adapter(p2p__cg_buf *b, const p2p_cg_function *f) {
                    "\n/* %s: the arguments out of their values, the call, the outputs back. */\n"
                    "static int invoke_%s(const p2p_value *p2p_in, p2p_value *p2p_out, "
                    "const char *p2p_dir) {\n"
-                   "    (void)p2p_in;\n    (void)p2p_dir;\n    int p2p_rc = 0;\n",
-                   f->name, f->name);
+                   "%s    (void)p2p_dir;\n    int p2p_rc = 0;\n",
+                   f->name, f->name, p2p__cg_count(f, false) ? "" : "    (void)p2p_in;\n");
     size_t n_in = 0, n_out = 0;
     bool checked[P2P_SCHEMA_MAX_PARAMS * 2] = {0};
     for (size_t i = 0; i < f->n_params && i < P2P_SCHEMA_MAX_PARAMS * 2; i++) {

@@ -1,6 +1,6 @@
 /* The runtime of generated client stubs: the process-wide default client,
  * lazily built schemas, kept paths, and the calling thread's last error. */
-#include "stub.h"
+#include "stub_client.h"
 
 #include "client.h"
 
