@@ -141,8 +141,10 @@ int p2p_client_submit(p2p_client *c, const p2p_schema *schema, const p2p_value *
 /* The call identifier, 64 lowercase hex. Borrowed until p2p_future_free. */
 const char *p2p_future_identifier(const p2p_future *f);
 
-/* The URL of the broker the call lives on; NULL for an answer from the
- * cache. Borrowed until p2p_future_free. */
+/* The URL of the broker the call lives on, in its normalised form (discovery.h:
+ * lowercase scheme and host, a path ending with '/', e.g.
+ * "http://127.0.0.1:8470/"); NULL for an answer from the cache. Borrowed until
+ * p2p_future_free. */
 const char *p2p_future_broker(const p2p_future *f);
 
 /* True when the answer came from the local cache, without network. */

@@ -2,7 +2,6 @@
  *
  *   worker.c       the object: options, brokers, slots, start/stop, gossip thread
  *   worker_cli.c   p2p_worker_main: flags, --dump-schemas, signals
- *   discovery.c    broker URLs: the discovery file, the nodes route (discovery.h)
  *   poller.c       one thread per broker x function: capacity, can_do_work, search_work
  *   runner.c       one thread per running call: directory, job, child, the final push
  *   watch.c        the runner's loop over a running child: progress, heartbeats, kills
