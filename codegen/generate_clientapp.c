@@ -150,7 +150,7 @@ static const char progress_code[] =
     "    last_percent = shown;\n}\n\n"
     "static void show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {\n"
     "    (void)ctx;\n"
-    "    if (sent == total)\n"
+    "    if (sent == total && total > 0)\n"
     "        fprintf(stderr, \"uploaded %s (%\" PRId64 \" bytes)\\n\", input, total);\n}\n\n"
     "static void end_progress(void) {\n"
     "    if (last_percent >= 0)\n        fprintf(stderr, \"\\n\");\n"
