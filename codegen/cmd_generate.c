@@ -68,6 +68,7 @@ static const gen_cmd client_cmd = {
             "                    remotely; NAME_async (returns a p2p_future *) and NAME_get\n"
             "  clientapp.c       clientapp FUNCTION ARGS...: one call with a progress bar\n"
             "  CMakeLists.txt    builds the p2prpc_stubs library and clientapp\n"
+            "  Dockerfile        Debian 12 slim image of clientapp\n"
             "and copies FUNCTION.h and DISCOVERY (as discovery.txt) into DIR. At run time\n"
             "P2PRPC_DISCOVERY, P2PRPC_CACHE and P2PRPC_SECRET_FILE override the discovery\n"
             "file, the cache directory and the shared secret.\n"

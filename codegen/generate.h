@@ -43,8 +43,8 @@ int p2p_cg_generate_worker(const p2p_cg_header *h, const p2p_cg_options *opts,
 
 /* Writes stubs.h and stubs.c (the functions under their own names and
  * signatures, running remotely, plus NAME_async and NAME_get), clientapp.c
- * (a command-line program calling them with a progress bar) and
- * CMakeLists.txt, and copies the header and the discovery file. Returns as
+ * (a command-line program calling them with a progress bar), CMakeLists.txt
+ * and a Dockerfile, and copies the header and the discovery file. Returns as
  * p2p_cg_generate_worker. */
 int p2p_cg_generate_client(const p2p_cg_header *h, const p2p_cg_options *opts,
                            p2p_error *err) P2P_NODISCARD;

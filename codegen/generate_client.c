@@ -238,8 +238,8 @@ static void cmakelists(p2p__cg_buf *b, const p2p_cg_header *h) {
 /* NAME_async and NAME_get must not be another function's name, and the
  * header must not be named as a generated file. */
 static int check_names(const p2p_cg_header *h, p2p_error *err) {
-    static const char *const files[] = {"stubs.h", "stubs.c", "clientapp.c", "CMakeLists.txt",
-                                        "discovery.txt"};
+    static const char *const files[] = {"stubs.h",        "stubs.c",    "clientapp.c",
+                                        "CMakeLists.txt", "Dockerfile", "discovery.txt"};
     const char *base = p2p__cg_basename(h->path);
     for (size_t j = 0; j < sizeof(files) / sizeof(files[0]); j++)
         if (strcmp(base, files[j]) == 0)
@@ -279,6 +279,10 @@ int p2p_cg_generate_client(const p2p_cg_header *h, const p2p_cg_options *opts, p
     if (rc == 0) {
         cmakelists(&b, h);
         rc = p2p__cg_write(opts->out_dir, "CMakeLists.txt", &b, err);
+    }
+    if (rc == 0) {
+        p2p__cg_dockerfile(&b, h, "clientapp");
+        rc = p2p__cg_write(opts->out_dir, "Dockerfile", &b, err);
     }
     if (rc == 0)
         rc = p2p__cg_copy(h->path, opts->out_dir, p2p__cg_basename(h->path), err);
