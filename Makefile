@@ -40,5 +40,11 @@ demo: deps
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
+# The codegen parser's libFuzzer target (clang): make fuzz [FUZZ_SECONDS=600]
+.PHONY: fuzz
+FUZZ_SECONDS ?= 600
+fuzz:
+	@bash scripts/fuzz_parser.sh $(FUZZ_SECONDS)
+
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

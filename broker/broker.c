@@ -37,6 +37,7 @@ static const p2p_http_route route_table[] = {
     {"POST", "/api/v1/{function}/restart", p2p__route_restart, 0, SMALL_BODY_MAX},
     {"POST", "/api/v1/{function}/checkpoint", p2p__route_checkpoint_put, 0, SMALL_BODY_MAX},
     {"GET", "/api/v1/{function}/checkpoint", p2p__route_checkpoint_get, 0, 0},
+    {"GET", "/api/v1/{function}/calls", p2p__route_calls, 0, 0},
 };
 #define N_ROUTES (sizeof(route_table) / sizeof(route_table[0]))
 #define BLOB_PUT_ROUTE 5

@@ -113,6 +113,7 @@ void p2p__route_delete(p2p_http_request *req, void *ctx);
 void p2p__route_restart(p2p_http_request *req, void *ctx);
 void p2p__route_checkpoint_put(p2p_http_request *req, void *ctx);
 void p2p__route_checkpoint_get(p2p_http_request *req, void *ctx);
+void p2p__route_calls(p2p_http_request *req, void *ctx);
 void p2p__route_blob_put(p2p_http_request *req, void *ctx);
 void p2p__route_blob_head(p2p_http_request *req, void *ctx);
 void p2p__route_blob_get(p2p_http_request *req, void *ctx);

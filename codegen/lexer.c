@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const unsigned char utf8_bom[3] = {0xEF, 0xBB, 0xBF};
@@ -31,6 +32,15 @@ int p2p__cg_error(p2p_error *err, int code, const char *path, int line, int col,
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     return p2p_error_set(err, code, "%s:%d:%d: error: %s", path, line, col, msg);
+}
+
+char *p2p__cg_tok_dup(const p2p__cg_token *tok) {
+    char *copy = malloc(tok->len + 1);
+    if (copy != NULL) {
+        memcpy(copy, tok->start, tok->len);
+        copy[tok->len] = '\0';
+    }
+    return copy;
 }
 
 bool p2p__cg_tok_is(const p2p__cg_token *tok, const char *s) {

@@ -54,6 +54,11 @@ int p2p__cg_lex_check_bytes(const p2p__cg_lexer *lx, p2p_error *err) P2P_NODISCA
  * comment, string or character literal (message at its start). */
 int p2p__cg_lex_next(p2p__cg_lexer *lx, p2p__cg_token *tok, p2p_error *err) P2P_NODISCARD;
 
+/* A NUL-terminated copy of the token's text (caller frees), or NULL when out
+ * of memory. Not strndup: the text need not be NUL-terminated, and string
+ * checkers (ASan's strict_string_checks) look for the NUL past `len`. */
+char *p2p__cg_tok_dup(const p2p__cg_token *tok);
+
 /* True when `tok` is the identifier or punctuation spelled `s`. */
 bool p2p__cg_tok_is(const p2p__cg_token *tok, const char *s);
 

@@ -200,7 +200,7 @@ static int parse_head(parser *p, const p2p__cg_token *decl, p2p_cg_function *fn)
         return unexpected(p, "the function name", decl);
     fn->line = p->tok.line;
     fn->col = p->tok.col;
-    if ((fn->name = strndup(p->tok.start, p->tok.len)) == NULL)
+    if ((fn->name = p2p__cg_tok_dup(&p->tok)) == NULL)
         return p2p_error_set(p->err, P2P_ENOMEM, "cannot copy a function name");
     p2p_error why = {0};
     if (p2p_schema_check_function_name(fn->name, &why) != 0)

@@ -191,7 +191,7 @@ static int check_shape(const char *path, const char *fn_name, const p2p__cg_para
 
 /* The name rules of common/schema.h, with this parameter's position. */
 static int check_name(const char *path, const p2p__cg_token *name, char **out, p2p_error *err) {
-    *out = strndup(name->start, name->len);
+    *out = p2p__cg_tok_dup(name);
     if (*out == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "cannot copy a parameter name");
     p2p_error why = {0};

@@ -2,7 +2,8 @@
 # The whole test suite, as `make test` and CI run it:
 #   1. clang-format check;
 #   2. normal build (warnings as errors) and every test: unit and integration;
-#   3. ASan+UBSan build (with LeakSanitizer) and every test again.
+#   3. ASan+UBSan build (with LeakSanitizer) and every test again;
+#   4. with clang: a short run of the parser's libFuzzer target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -28,5 +29,13 @@ step "tests (ASan+UBSan, leaks checked)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure -j "$JOBS" --timeout 900)
+
+# The parser's fuzz target builds only with clang: a short run when it is there.
+if command -v clang >/dev/null; then
+    step "parser fuzz smoke run (clang, libFuzzer)"
+    CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP2P_FUZZ=ON >/dev/null
+    cmake --build build-fuzz -j "$JOBS" --target fuzz_parser
+    (cd build-fuzz && ctest -R fuzz_parser_smoke --output-on-failure)
+fi
 
 step "all passed"
