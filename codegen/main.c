@@ -1,7 +1,7 @@
 /* The p2prpc command-line program: parses the subcommand and dispatches
  * through a table. Every subcommand and flag is listed in docs/cli.md. */
 #include "cmd_generate.h"
-/* STATUS-PENDING #include "cmd_status.h" */
+#include "cmd_status.h"
 #include "error.h"
 #include "filecache.h"
 #include "fsutil.h"
@@ -40,7 +40,7 @@ static const subcommand commands[] = {
      p2p_cli_generate_worker},
     {"generate-client", "write client stubs calling the functions of a header remotely",
      p2p_cli_generate_client},
-    /* STATUS-PENDING */
+    {"status", "show a broker's calls by status and the running ones' progress", p2p_cli_status},
     {"node-id", "print this node's UUID, creating it on first use", cmd_node_id},
     {"hash", "print the content hash of files, as blobs and identifiers use it", cmd_hash},
     {"ident", "print the call identifier of a function's arguments", cmd_ident},
