@@ -111,7 +111,9 @@ static int parse_flags(const gen_cmd *c, int argc, char **argv, gen_args *a) {
     while ((ch = getopt_long(argc, argv, ":o:s:h", opts, NULL)) != -1) {
         if (ch == 'o') {
             a->out = optarg;
-        } else if (ch == 's' && c->sources) {
+        } else if (ch == 's') {
+            if (!c->sources)
+                return usage_error(c, "unknown flag", "--sources");
             a->sources[a->n_sources++] = optarg;
             sources_flag = true;
         } else if (ch == 'h') {
