@@ -124,4 +124,25 @@ void p2p__route_nodes(p2p_http_request *req, void *ctx);
 void p2p__route_functions(p2p_http_request *req, void *ctx);
 void p2p__route_status_page(p2p_http_request *req, void *ctx);
 
+/* Checks that each file value among `values` has its blob on this broker
+ * with the value's size (else answers 409); their hashes go to `hashes`
+ * (room for n). Called with the blob lock held (routes_calls.c). */
+int p2p__route_check_blobs(p2p_http_request *req, p2p_broker *b, const p2p_param *params,
+                           const p2p_value *values, size_t n, const char *what, const char **hashes,
+                           size_t *nhashes);
+
+/* Pipelines (pipeline.c): an argument {"ref": {"identifier", "output"}}. */
+bool p2p__pipeline_is_ref(const json_t *v);
+bool p2p__pipeline_has_refs(const json_t *args);
+/* A pushed call whose stored args hold a reference: shown as "waiting". */
+bool p2p__pipeline_waiting(const p2p_call *call);
+/* push_update creating a call with references (answers the request). */
+void p2p__pipeline_create(p2p_http_request *req, p2p_broker *b, const p2p_schema *schema,
+                          const json_t *args, const char *identifier);
+/* Queues the waiting call when its upstreams are done, fails it when one
+ * failed; leaves it waiting otherwise. */
+void p2p__pipeline_settle(p2p_broker *b, const char *identifier);
+/* Settles every waiting call (maintenance, and after a call finishes). */
+void p2p__pipeline_pass(p2p_broker *b);
+
 #endif

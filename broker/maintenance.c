@@ -211,6 +211,8 @@ int p2p__maintenance_pass(p2p_broker *b, p2p_error *err) {
         rc = expire(b, err);
     if (rc == 0 && b->opts.expire_ms > 0)
         rc = sweep(b, err);
+    if (rc == 0)
+        p2p__pipeline_pass(b); /* waiting calls: at start, and when an upstream went */
     if (rc != 0)
         p2p_metrics_add(b->metrics, P2P_METRIC_MAINT_ERRORS, 1);
     return rc;

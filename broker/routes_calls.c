@@ -22,9 +22,9 @@ static const char *const id_members[] = {"identifier", NULL};
  * size the value gives, else 409. Their hashes go to `hashes` (room for n).
  * Called with the blob lock held, so none can disappear before the store
  * records the reference. */
-static int check_blobs(p2p_http_request *req, p2p_broker *b, const p2p_param *params,
-                       const p2p_value *values, size_t n, const char *what, const char **hashes,
-                       size_t *nhashes) {
+int p2p__route_check_blobs(p2p_http_request *req, p2p_broker *b, const p2p_param *params,
+                           const p2p_value *values, size_t n, const char *what, const char **hashes,
+                           size_t *nhashes) {
     *nhashes = 0;
     for (size_t i = 0; i < n; i++) {
         if (values[i].type != P2P_TYPE_FILE)
@@ -107,7 +107,7 @@ static void store_new_call(p2p_http_request *req, p2p_broker *b, const p2p_schem
     size_t nhashes = 0;
     p2p_error err = {0};
     pthread_rwlock_rdlock(&b->blob_lock);
-    int rc = check_blobs(req, b, params, values, n, "argument", hashes, &nhashes);
+    int rc = p2p__route_check_blobs(req, b, params, values, n, "argument", hashes, &nhashes);
     if (rc == 0) {
         p2p_store_new_call in = {identifier, p2p_schema_name(schema), args, hashes, nhashes,
                                  execute};
@@ -162,6 +162,10 @@ static void create_call(p2p_http_request *req, p2p_broker *b, const p2p_schema *
     const char *identifier = p2p__route_identifier(req, body);
     if (identifier == NULL || read_create(req, schema, body, &execute) != 0)
         return;
+    if (p2p__pipeline_has_refs(json_object_get(body, "args"))) {
+        p2p__pipeline_create(req, b, schema, json_object_get(body, "args"), identifier);
+        return;
+    }
     size_t n = 0;
     const p2p_param *params = p2p_schema_inputs(schema, &n);
     p2p_value *values = calloc(n + 1, sizeof(*values));
@@ -270,14 +274,16 @@ static void complete(p2p_http_request *req, p2p_broker *b, const p2p_schema *sch
         size_t nhashes = 0;
         p2p_error err = {0};
         pthread_rwlock_rdlock(&b->blob_lock);
-        rc = check_blobs(req, b, params, values, n, "output", hashes, &nhashes);
+        rc = p2p__route_check_blobs(req, b, params, values, n, "output", hashes, &nhashes);
         if (rc == 0 && (rc = p2p_store_complete(b->store, call->identifier, token, text, hashes,
                                                 nhashes, &err)) != 0)
             p2p__route_store_error(req, &err);
         pthread_rwlock_unlock(&b->blob_lock);
     }
-    if (rc == 0)
+    if (rc == 0) {
         reply_update(req, call->identifier, P2P_CALL_DONE, call->terminate_requested, 0);
+        p2p__pipeline_pass(b); /* calls waiting for this one's outputs */
+    }
     if (values != NULL)
         p2p_value_list_cleanup(values, n);
     free(values);
@@ -306,10 +312,12 @@ static void finish(p2p_http_request *req, p2p_broker *b, const json_t *body, con
         rc = p2p_store_mark_terminated(b->store, call->identifier, token, &err);
         status = P2P_CALL_TERMINATED;
     }
-    if (rc != 0)
+    if (rc != 0) {
         p2p__route_store_error(req, &err);
-    else
+    } else {
         reply_update(req, call->identifier, status, call->terminate_requested, 0);
+        p2p__pipeline_pass(b); /* calls waiting for this one fail */
+    }
 }
 
 /* The worker gives the call back (it is shutting down): queued again at
@@ -394,6 +402,13 @@ void p2p__route_execute_function(p2p_http_request *req, void *ctx) {
     p2p_call_init(&call);
     if (identified_call(req, b, &call) != 0)
         return;
+    if (p2p__pipeline_waiting(&call)) {
+        p2p_http_respond_error(
+            req, 409, P2P_ECONFLICT,
+            "call %s is waiting for its inputs (it is queued once they are done)", call.identifier);
+        p2p_call_cleanup(&call);
+        return;
+    }
     bool changed = false;
     p2p_error err = {0};
     int rc = p2p_store_make_available(b->store, call.identifier, &changed, &err);

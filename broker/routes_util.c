@@ -82,11 +82,13 @@ int p2p__route_get_call(p2p_http_request *req, p2p_broker *b, const p2p_schema *
 }
 
 json_t *p2p__route_call_json(const p2p_call *c) {
-    json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:f, s:i, s:I, s:I, s:I, s:b}", "identifier", c->identifier, "function",
-        c->function, "status", p2p_call_status_name(c->status), "progress", c->progress, "attempts",
-        c->attempts, "version", (json_int_t)c->version, "created_ms", (json_int_t)c->created_ms,
-        "updated_ms", (json_int_t)c->updated_ms, "terminate_requested", c->terminate_requested);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:f, s:i, s:I, s:I, s:I, s:b}", "identifier", c->identifier,
+                  "function", c->function, "status",
+                  p2p__pipeline_waiting(c) ? "waiting" : p2p_call_status_name(c->status),
+                  "progress", c->progress, "attempts", c->attempts, "version",
+                  (json_int_t)c->version, "created_ms", (json_int_t)c->created_ms, "updated_ms",
+                  (json_int_t)c->updated_ms, "terminate_requested", c->terminate_requested);
     if (j == NULL)
         return NULL;
     int rc = 0;

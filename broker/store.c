@@ -11,30 +11,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-static const char *const status_names[P2P_CALL_STATUS_COUNT] = {
-    "pushed", "queued", "running", "done", "failed", "terminated",
-};
-
-const char *p2p_call_status_name(p2p_call_status status) {
-    if ((int)status < 0 || (int)status >= P2P_CALL_STATUS_COUNT)
-        return "unknown";
-    return status_names[status];
-}
-
-int p2p_call_status_parse(const char *name, p2p_call_status *out) {
-    for (int i = 0; name != NULL && i < P2P_CALL_STATUS_COUNT; i++) {
-        if (strcmp(name, status_names[i]) == 0) {
-            *out = (p2p_call_status)i;
-            return 0;
-        }
-    }
-    return P2P_EINVAL;
-}
-
-bool p2p_call_status_finished(p2p_call_status status) {
-    return status == P2P_CALL_DONE || status == P2P_CALL_FAILED || status == P2P_CALL_TERMINATED;
-}
-
 void p2p_call_init(p2p_call *call) {
     memset(call, 0, sizeof(*call));
 }
@@ -366,6 +342,21 @@ int p2p_store_restart(p2p_store *store, const char *identifier, p2p_store_hashes
                       p2p_error *err) {
     int rc = check_id(identifier, err);
     return rc != 0 ? rc : store->ops->restart(store, identifier, orphans, err);
+}
+
+int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args,
+                      const char *const *blobs, size_t nblobs, const char *error, p2p_error *err) {
+    int rc = check_id(identifier, err);
+    if (rc == 0 && (args == NULL) == (error == NULL))
+        rc = p2p_error_set(err, P2P_EINVAL, "resolve takes either args or an error");
+    if (rc == 0)
+        rc = check_text(args != NULL ? args : error, args != NULL ? "args" : "error", err);
+    if (rc == 0 && args != NULL)
+        rc = check_hashes(blobs, nblobs, err);
+    if (rc == 0 && store->ops->resolve == NULL)
+        rc = p2p_error_set(err, P2P_EINVAL, "the %s store cannot resolve pipelines",
+                           store->ops->name);
+    return rc != 0 ? rc : store->ops->resolve(store, identifier, args, blobs, nblobs, error, err);
 }
 
 int p2p_store_requeue_expired(p2p_store *store, size_t *requeued, size_t *failed, p2p_error *err) {

@@ -22,6 +22,7 @@
 #ifndef P2PRPC_STORE_H
 #define P2PRPC_STORE_H
 
+#include "callstatus.h"
 #include "error.h"
 
 #include <stdbool.h>
@@ -35,27 +36,7 @@
 /* Longest function name, worker node id and checkpoint name accepted. */
 #define P2P_STORE_NAME_MAX 128
 
-typedef enum p2p_call_status {
-    P2P_CALL_PUSHED = 0,     /* created by a client, not yet available to workers */
-    P2P_CALL_QUEUED = 1,     /* waiting for a worker */
-    P2P_CALL_RUNNING = 2,    /* claimed by a worker that holds a lease */
-    P2P_CALL_DONE = 3,       /* finished with outputs */
-    P2P_CALL_FAILED = 4,     /* finished with an error message */
-    P2P_CALL_TERMINATED = 5, /* stopped on request */
-} p2p_call_status;
-
-#define P2P_CALL_STATUS_COUNT 6
-
-/* Returns the status's stable lowercase name ("queued"), or "unknown" for a
- * value outside the enum. Never NULL. */
-const char *p2p_call_status_name(p2p_call_status status);
-
-/* Parses a name given by p2p_call_status_name() into `*out`. Returns 0, or
- * P2P_EINVAL for anything else, leaving `*out` untouched. */
-int p2p_call_status_parse(const char *name, p2p_call_status *out) P2P_NODISCARD;
-
-/* True for done, failed and terminated: states no operation leaves except restart. */
-bool p2p_call_status_finished(p2p_call_status status);
+/* p2p_call_status, its names and p2p_call_status_finished: callstatus.h. */
 
 /* One call record, as the store returns it. Initialise with p2p_call_init();
  * the store fills it; p2p_call_cleanup() frees what it owns. */
@@ -344,5 +325,17 @@ typedef struct p2p_store_stats {
 
 /* Copies the store's counters into `out`. */
 void p2p_store_get_stats(p2p_store *store, p2p_store_stats *out);
+
+/* Settles a call that waits for its inputs (a pipeline: a pushed call whose
+ * args hold references to other calls' outputs; docs/protocol.md, "waiting").
+ * With `error` NULL: the call's args become `args` (JSON text, the references
+ * replaced by values), it references the argument blobs `blobs[0..nblobs)`,
+ * and it becomes queued. With `error` set: it becomes failed with that
+ * message (args unchanged). Only a pushed call settles: any other status
+ * gives P2P_ECONFLICT (terminated or settled meanwhile), a missing call
+ * P2P_ENOTFOUND. The caller holds the blob lock so the blobs exist. */
+int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args,
+                      const char *const *blobs, size_t nblobs, const char *error,
+                      p2p_error *err) P2P_NODISCARD;
 
 #endif

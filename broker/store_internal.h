@@ -46,6 +46,11 @@ typedef struct p2p__store_ops {
     int (*checkpoint_get)(p2p_store *store, const char *identifier, const char *name,
                           char hash[P2P_STORE_ID_LEN + 1], p2p_error *err);
     void (*get_stats)(p2p_store *store, p2p_store_stats *out);
+    /* Added for pipelines (may be NULL in a backend that lacks it:
+     * p2p_store_resolve then gives P2P_EINVAL). Exactly one of args and
+     * error is set; see p2p_store_resolve. */
+    int (*resolve)(p2p_store *store, const char *identifier, const char *args,
+                   const char *const *blobs, size_t nblobs, const char *error, p2p_error *err);
 } p2p__store_ops;
 
 /* Every backend's handle begins with this, so that a p2p_store * points to it. */

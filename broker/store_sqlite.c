@@ -550,6 +550,17 @@ static int sq_checkpoint_put(p2p_store *store, const char *identifier, const cha
     return p2p__sq_submit(sq(store), &op, err);
 }
 
+static int sq_resolve(p2p_store *store, const char *identifier, const char *args,
+                      const char *const *blobs, size_t nblobs, const char *error, p2p_error *err) {
+    p2p__sq_op op = {.code = SQ_OP_RESOLVE,
+                     .identifier = identifier,
+                     .text = args != NULL ? args : error,
+                     .blobs = blobs,
+                     .nblobs = nblobs,
+                     .status = args != NULL ? P2P_CALL_QUEUED : P2P_CALL_FAILED};
+    return p2p__sq_submit(sq(store), &op, err);
+}
+
 static const p2p__store_ops sqlite_ops = {
     .name = "sqlite",
     .free = sq_free,
@@ -571,4 +582,5 @@ static const p2p__store_ops sqlite_ops = {
     .checkpoint_put = sq_checkpoint_put,
     .checkpoint_get = sq_checkpoint_get,
     .get_stats = sq_get_stats,
+    .resolve = sq_resolve,
 };

@@ -53,6 +53,7 @@ typedef enum p2p__sq_stmt_id {
     SQ_CHECKPOINT_OLD,
     SQ_CHECKPOINT_SET,
     SQ_RELEASE_CALL,
+    SQ_RESOLVE,
     SQ_STMT_COUNT
 } p2p__sq_stmt_id;
 
@@ -80,6 +81,7 @@ typedef enum p2p__sq_opcode {
     SQ_OP_EXPIRE,
     SQ_OP_CHECKPOINT_PUT,
     SQ_OP_RELEASE,
+    SQ_OP_RESOLVE,
 } p2p__sq_opcode;
 
 /* One write operation, on the stack of the caller, who waits until `done`.

@@ -572,6 +572,32 @@ static int op_checkpoint_put(p2p__sq_store *s, p2p__sq_op *op) {
     return rc;
 }
 
+/* A waiting (pushed) call gets its resolved args and blobs and is queued, or
+ * fails with op->text as the message when op->status is failed. */
+static int op_resolve(p2p__sq_store *s, p2p__sq_op *op) {
+    head h;
+    p2p_error *err = &op->error;
+    int rc = load_head(s, op->identifier, &h, err);
+    if (rc != 0)
+        return rc;
+    if (h.status != P2P_CALL_PUSHED)
+        return p2p_error_set(err, P2P_ECONFLICT, "call %s is %s, not waiting for its inputs",
+                             op->identifier, p2p_call_status_name(h.status));
+    if (op->status == P2P_CALL_FAILED)
+        return set_state(s, h.seq, P2P_CALL_FAILED, NULL, op->text, err);
+    sqlite3_stmt *stmt;
+    rc = p2p__sq_stmt(wconn(s), SQ_RESOLVE, &stmt, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_int64(stmt, 1, h.seq);
+    bind_text(stmt, 2, op->text);
+    bind_touch(s, stmt, p2p__store_now(&s->base));
+    rc = p2p__sq_step_done(wconn(s), stmt, err);
+    if (rc == 0)
+        rc = add_refs(s, h.seq, SQ_ROLE_ARG, op->blobs, op->nblobs, err);
+    return rc != 0 ? rc : p2p__sq_note_change(s, h.seq, false, err);
+}
+
 int p2p__sq_op_run(p2p__sq_store *s, p2p__sq_op *op) {
     switch (op->code) {
     case SQ_OP_CREATE:
@@ -598,6 +624,8 @@ int p2p__sq_op_run(p2p__sq_store *s, p2p__sq_op *op) {
         return op_checkpoint_put(s, op);
     case SQ_OP_RELEASE:
         return op_release(s, op);
+    case SQ_OP_RESOLVE:
+        return op_resolve(s, op);
     }
     return p2p_error_set(&op->error, P2P_EINTERNAL, "unknown store operation %d", (int)op->code);
 }

@@ -55,6 +55,7 @@ static const char *const sql_text[SQ_STMT_COUNT] = {
     [SQ_RENEW] = "UPDATE calls SET lease_expires = ?2, progress = coalesce(?3, progress), " TOUCH
                  " WHERE seq = ?1",
     [SQ_REQUEST_TERMINATE] = "UPDATE calls SET terminate_requested = 1, " TOUCH " WHERE seq = ?1",
+    [SQ_RESOLVE] = "UPDATE calls SET status = 'queued', args = ?2, " TOUCH " WHERE seq = ?1",
     [SQ_TOUCH] = "UPDATE calls SET " TOUCH " WHERE seq = ?1",
     [SQ_RESTART] = "UPDATE calls SET status = 'queued', attempts = 0, progress = 0, "
                    "outputs = NULL, error = NULL, lease_token = NULL, lease_expires = NULL, "

@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,6 +22,9 @@
 #include <unistd.h>
 
 struct p2p__ccache {
+    /* One connection for the client's threads: a transaction must not take
+     * in another thread's statements, so each operation holds the lock. */
+    pthread_mutex_t lock;
     sqlite3 *db;
     char *files_dir;
     char *tmp_dir;
@@ -73,6 +77,8 @@ int p2p__ccache_open(const char *dir, p2p__ccache **out, p2p_error *err) {
     p2p__ccache *c = calloc(1, sizeof(*c));
     int rc = c != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     if (rc == 0)
+        pthread_mutex_init(&c->lock, NULL);
+    if (rc == 0)
         rc = p2p_fs_mkdirs(dir, 0700, err);
     if (rc == 0)
         rc = make_dirs(c, dir, err);
@@ -104,6 +110,7 @@ void p2p__ccache_free(p2p__ccache *c) {
     if (c == NULL)
         return;
     sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->lock);
     free(c->files_dir);
     free(c->tmp_dir);
     free(c);
@@ -125,7 +132,8 @@ static char *column_text(sqlite3_stmt *st, int i) {
     return t != NULL ? strdup((const char *)t) : NULL;
 }
 
-int p2p__ccache_get(p2p__ccache *c, const char *identifier, p2p__ccache_entry *e, p2p_error *err) {
+static int ccache_get_locked(p2p__ccache *c, const char *identifier, p2p__ccache_entry *e,
+                             p2p_error *err) {
     memset(e, 0, sizeof(*e));
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(c->db,
@@ -172,8 +180,8 @@ static int run(p2p__ccache *c, const char *sql, const char *const p[4], p2p_erro
     return step == SQLITE_DONE ? 0 : db_error(c, err, "write");
 }
 
-int p2p__ccache_put_in_flight(p2p__ccache *c, const char *identifier, const char *function,
-                              const char *broker, p2p_error *err) {
+static int ccache_put_in_flight_locked(p2p__ccache *c, const char *identifier, const char *function,
+                                       const char *broker, p2p_error *err) {
     const char *p[4] = {identifier, function, broker, NULL};
     /* One statement: the upsert never turns a done entry back in flight,
      * whatever another process wrote meanwhile. */
@@ -185,9 +193,9 @@ int p2p__ccache_put_in_flight(p2p__ccache *c, const char *identifier, const char
                p, err);
 }
 
-int p2p__ccache_put_done(p2p__ccache *c, const char *identifier, const char *function,
-                         const char *broker, const char *outputs, const char *const *file_hashes,
-                         size_t n_files, p2p_error *err) {
+static int ccache_put_done_locked(p2p__ccache *c, const char *identifier, const char *function,
+                                  const char *broker, const char *outputs,
+                                  const char *const *file_hashes, size_t n_files, p2p_error *err) {
     int rc = exec_sql(c, "BEGIN IMMEDIATE", err);
     if (rc != 0)
         return rc;
@@ -247,7 +255,7 @@ static void unlink_files(p2p__ccache *c, const json_t *hashes) {
     }
 }
 
-int p2p__ccache_forget(p2p__ccache *c, const char *identifier, p2p_error *err) {
+static int ccache_forget_locked(p2p__ccache *c, const char *identifier, p2p_error *err) {
     json_t *orphans = json_array();
     if (orphans == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
@@ -363,5 +371,37 @@ cleanup:
         close(lock_fd);
     free(final);
     free(tmp);
+    return rc;
+}
+
+int p2p__ccache_get(p2p__ccache *c, const char *identifier, p2p__ccache_entry *e, p2p_error *err) {
+    pthread_mutex_lock(&c->lock);
+    int rc = ccache_get_locked(c, identifier, e, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int p2p__ccache_put_in_flight(p2p__ccache *c, const char *identifier, const char *function,
+                              const char *broker, p2p_error *err) {
+    pthread_mutex_lock(&c->lock);
+    int rc = ccache_put_in_flight_locked(c, identifier, function, broker, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int p2p__ccache_put_done(p2p__ccache *c, const char *identifier, const char *function,
+                         const char *broker, const char *outputs, const char *const *file_hashes,
+                         size_t n_files, p2p_error *err) {
+    pthread_mutex_lock(&c->lock);
+    int rc =
+        ccache_put_done_locked(c, identifier, function, broker, outputs, file_hashes, n_files, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int p2p__ccache_forget(p2p__ccache *c, const char *identifier, p2p_error *err) {
+    pthread_mutex_lock(&c->lock);
+    int rc = ccache_forget_locked(c, identifier, err);
+    pthread_mutex_unlock(&c->lock);
     return rc;
 }

@@ -7,8 +7,10 @@
 #include "node.h"
 #include "sign.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Most file-hash cache handles kept idle (one per concurrent submitter). */
 #define MAX_IDLE_HASHERS 8
@@ -117,6 +119,11 @@ int p2p_client_new(const p2p_client_options *opts, p2p_client **out, p2p_error *
     if (rc == 0 && c->brokers.count == 0)
         rc = p2p_error_set(err, P2P_EINVAL, "client options: discovery file %s names no broker",
                            opts->discovery_file);
+    struct stat st;
+    if (rc == 0 && opts->secret_file != NULL && stat(opts->secret_file, &st) != 0 &&
+        errno == ENOENT)
+        rc = p2p_error_set(err, P2P_ENOTFOUND, "client options: secret file %s does not exist",
+                           opts->secret_file);
     if (rc == 0 && opts->secret_file != NULL)
         rc = p2p_secret_load(opts->secret_file, &loaded, &loaded_len, err);
     if (rc == 0)

@@ -29,6 +29,7 @@
 #ifndef P2PRPC_CLIENT_H
 #define P2PRPC_CLIENT_H
 
+#include "callstatus.h"
 #include "error.h"
 #include "hash.h"
 #include "schema.h"
@@ -84,18 +85,8 @@ int p2p_client_new(const p2p_client_options *opts, p2p_client **out, p2p_error *
  * no-op. */
 void p2p_client_free(p2p_client *c);
 
-/* The status of a call, as in docs/protocol.md ("The call JSON"). */
-typedef enum p2p_call_status {
-    P2P_CALL_PUSHED = 1,
-    P2P_CALL_QUEUED,
-    P2P_CALL_RUNNING,
-    P2P_CALL_DONE,
-    P2P_CALL_FAILED,
-    P2P_CALL_TERMINATED,
-} p2p_call_status;
-
-/* "pushed", "queued"..., or "unknown". Never NULL. */
-const char *p2p_call_status_name(p2p_call_status s);
+/* The status of a call (p2p_call_status: P2P_CALL_PUSHED ... P2P_CALL_TERMINATED)
+ * and p2p_call_status_name() are in callstatus.h, shared with the broker. */
 
 /* Called with the call's progress (0..100) each time a long-poll brings a
  * new one, from the thread that waits on the future. */

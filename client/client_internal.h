@@ -1,13 +1,14 @@
 /* Shared between the files of the client library; not installed.
  *
  *   client.c        the object: options, secret, cache, brokers, stats
- *   client_status.c option defaults, status names
+ *   options.c       option defaults
  *   cache.c         the local cache: cache.db (calls) and files/ (outputs)
  *   brokers.c       the broker list: given, discovery file, gossip; health, failover
  *   submit.c        p2p_client_submit: arguments, identifier, the cache
  *   remote.c        a call on a broker: pull before push, blobs, failover
  *   future.c        wait/get: long-polls, outputs, downloads into the cache
  *   lifecycle.c     terminate, restart, delete
+ *   refs.c          futures as arguments (pipelines)
  *   wire.c          requests to a broker: JSON exchanges, blob HEAD/PUT/GET */
 #ifndef P2PRPC_CLIENT_INTERNAL_H
 #define P2PRPC_CLIENT_INTERNAL_H
@@ -17,6 +18,7 @@
 #include "discovery.h"
 #include "filecache.h"
 #include "http_client.h"
+#include "ident.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -176,6 +178,7 @@ struct p2p_future {
     char identifier[P2P_HASH_HEX_LEN + 1];
     char *broker;      /* the call's broker; NULL when unknown */
     char *broker_hint; /* a cached answer's broker (for restart/delete) */
+    char *pinned;      /* the only broker it may live on (a pipeline's upstreams') */
     bool cached;
     bool deleted;
     json_t *args; /* wire-form arguments, kept for restart */
@@ -192,10 +195,6 @@ struct p2p_future {
     p2p_call_options opts;
 };
 
-/* Parses a status name; 0 when unknown. */
-p2p_call_status p2p__status_parse(const char *name);
-bool p2p__status_finished(p2p_call_status s);
-
 /* Reads a call JSON (pull_update) into the future: status, progress (calling
  * on_progress when it moved), version, error. */
 void p2p__future_absorb(p2p_future *f, const json_t *call);
@@ -209,6 +208,16 @@ int p2p__future_take_outputs(p2p_future *f, const json_t *outputs, bool from_cac
  * broker: pull before push, blobs first, failover. Sets f->broker, status,
  * version, and records the call in flight in the cache. */
 int p2p__submit_remote(p2p_future *f, p2p_error *err) P2P_NODISCARD;
+
+/* Checks the `n_refs` references of a submit of `f` and fills `out` (one
+ * entry per input, zeroed by the caller; identifiers borrowed from the
+ * upstream futures) and f->pinned (their broker). */
+int p2p__refs_check(p2p_future *f, const p2p_arg_ref *refs, size_t n_refs, p2p_ident_ref *out,
+                    p2p_error *err) P2P_NODISCARD;
+
+/* The wire args: each input's value, or {"ref": ...} where refs[i] is set. */
+int p2p__refs_args_json(const p2p_param *in, size_t n, const p2p_value *vals,
+                        const p2p_ident_ref *refs, json_t **out, p2p_error *err) P2P_NODISCARD;
 
 /* Clears what the future learnt of a run (status, outputs, error). */
 void p2p__future_reset(p2p_future *f);

@@ -18,24 +18,10 @@
 #define WAIT_BACKOFF_BASE_MS 250L
 #define WAIT_BACKOFF_MAX_MS 5000L
 
-static const char *const STATUS_NAMES[] = {NULL,   "pushed", "queued",    "running",
-                                           "done", "failed", "terminated"};
-
-p2p_call_status p2p__status_parse(const char *name) {
-    for (int i = P2P_CALL_PUSHED; name != NULL && i <= P2P_CALL_TERMINATED; i++) {
-        if (strcmp(STATUS_NAMES[i], name) == 0)
-            return (p2p_call_status)i;
-    }
-    return (p2p_call_status)0;
-}
-
-bool p2p__status_finished(p2p_call_status s) {
-    return s == P2P_CALL_DONE || s == P2P_CALL_FAILED || s == P2P_CALL_TERMINATED;
-}
-
 void p2p__future_absorb(p2p_future *f, const json_t *call) {
-    p2p_call_status s = p2p__status_parse(json_string_value(json_object_get(call, "status")));
-    if (s != 0)
+    p2p_call_status s;
+    bool known = p2p_call_status_parse(json_string_value(json_object_get(call, "status")), &s) == 0;
+    if (known)
         f->status = s;
     const json_t *v = json_object_get(call, "version");
     if (json_is_integer(v))
@@ -52,7 +38,7 @@ void p2p__future_absorb(p2p_future *f, const json_t *call) {
         f->error = strdup(e);
     }
     const json_t *o = json_object_get(call, "outputs");
-    if (json_is_object(o) && s == P2P_CALL_DONE) {
+    if (json_is_object(o) && known && s == P2P_CALL_DONE) {
         json_decref(f->wire_outputs);
         f->wire_outputs = json_incref((json_t *)o);
     }
@@ -243,6 +229,12 @@ static int gone(p2p_future *f, p2p_error *err) {
                          f->identifier, f->broker);
 }
 
+/* The broker of the call stayed down: the last exchange's code says how. */
+static int unreachable(const p2p_future *f, int rc, p2p_error *err) {
+    return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s stayed unreachable (%s)",
+                         f->broker, f->identifier, p2p_error_name(rc));
+}
+
 static int follow(p2p_future *f, int64_t deadline, p2p_error *err) {
     int failures = 0;
     for (;;) {
@@ -251,20 +243,18 @@ static int follow(p2p_future *f, int64_t deadline, p2p_error *err) {
         int rc = poll_once(f, wait_s, &status, err);
         if (rc == 0) {
             failures = 0;
-            if (p2p__status_finished(f->status))
+            if (p2p_call_status_finished(f->status))
                 return finished(f, err);
         } else if (status == 404) {
             return gone(f, err);
         } else if (!p2p__cwire_broker_fault(rc, status)) {
             return rc;
         } else if (++failures >= WAIT_MAX_FAILURES) {
-            return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s stayed unreachable: %s",
-                                 f->broker, f->identifier, err != NULL ? err->msg : "");
+            return unreachable(f, rc, err);
         }
         bool past = deadline >= 0 && mono_ms() >= deadline;
         if (past && rc != 0)
-            return p2p_error_set(err, P2P_EUNAVAIL, "broker %s of call %s: %s", f->broker,
-                                 f->identifier, err != NULL ? err->msg : "unreachable");
+            return unreachable(f, rc, err);
         if (past)
             return p2p_error_set(err, P2P_ETIMEDOUT, "call %s is still %s", f->identifier,
                                  p2p_call_status_name(f->status));
@@ -282,8 +272,13 @@ int p2p_future_wait(p2p_future *f, int64_t timeout_ms, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL, "future is NULL");
     if (f->deleted)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s was deleted", f->identifier);
-    if (p2p__status_finished(f->status) &&
-        (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))
+    /* A push or terminate answer says failed or done without the message or
+     * the outputs: one look (no since: at once) brings them. */
+    if (f->broker != NULL && ((f->status == P2P_CALL_FAILED && f->error == NULL) ||
+                              (f->status == P2P_CALL_DONE && f->wire_outputs == NULL)))
+        f->version = -1;
+    else if (p2p_call_status_finished(f->status) &&
+             (f->have_outputs || f->status != P2P_CALL_DONE || f->broker == NULL))
         return finished(f, err);
     if (f->broker == NULL)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s has no broker", f->identifier);
@@ -337,6 +332,7 @@ void p2p_future_free(p2p_future *f) {
     free(f->paths);
     free(f->broker);
     free(f->broker_hint);
+    free(f->pinned);
     free(f->error);
     free(f);
 }

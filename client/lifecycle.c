@@ -30,23 +30,20 @@ int p2p_future_terminate(p2p_future *f, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL, "future is NULL");
     if (f->deleted)
         return p2p_error_set(err, P2P_ENOTFOUND, "call %s was deleted", f->identifier);
-    const char *broker = known_broker(f);
-    if (broker == NULL)
+    if (f->cached || f->broker == NULL)
         return 0; /* answered by the cache: finished, nothing runs */
     json_t *reply = NULL;
     long status = 0;
-    int rc = post_call(f, broker, "terminate", &reply, &status, err);
-    if (rc == 0 && !f->cached)
+    int rc = post_call(f, f->broker, "terminate", &reply, &status, err);
+    if (rc == 0)
         p2p__future_absorb(f, reply);
-    if (rc == P2P_ENOTFOUND && f->cached)
-        rc = 0; /* the broker forgot it; the cached answer stays finished */
     json_decref(reply);
     return rc;
 }
 
 /* Terminates a pending call and waits until it is finished. */
 static int stop_run(p2p_future *f, int64_t timeout_ms, p2p_error *err) {
-    if (p2p__status_finished(f->status))
+    if (p2p_call_status_finished(f->status))
         return 0;
     int rc = p2p_future_terminate(f, err);
     if (rc == 0)
@@ -67,7 +64,7 @@ static int restart_cached(p2p_future *f, p2p_error *err) {
     free(f->broker_hint);
     f->broker_hint = NULL;
     int rc = p2p__submit_remote(f, err);
-    if (rc != 0 || !p2p__status_finished(f->status))
+    if (rc != 0 || !p2p_call_status_finished(f->status))
         return rc; /* created anew (or running): that is the new run */
     json_t *reply = NULL;
     long status = 0;

@@ -29,6 +29,8 @@ static int upload_one(p2p_future *f, const char *broker, size_t i, const char *n
     const json_t *v = json_object_get(f->args, name);
     const char *hash = json_string_value(json_object_get(v, "hash"));
     int64_t size = json_integer_value(json_object_get(v, "size"));
+    if (hash == NULL)
+        return 0; /* a reference: the broker has its blob already */
     int has = p2p__cwire_blob_has(f->client->http, broker, hash, size, err);
     if (has != 0)
         return has < 0 ? has : 0;
@@ -181,7 +183,12 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
         return rc;
     }
     P2P_INFO("client: broker %s skipped: %s", url, why.msg);
-    add_reason(reasons, used, url, p2p_error_name(why.code));
+    /* The error's name is short enough for several brokers in one message;
+     * a TLS failure keeps its reason, which "unauthorized" would hide. */
+    const char *tls = strstr(why.msg, "SSL");
+    if (tls == NULL)
+        tls = strstr(why.msg, "certificate");
+    add_reason(reasons, used, url, tls != NULL ? tls : p2p_error_name(why.code));
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }
@@ -191,7 +198,9 @@ int p2p__submit_remote(p2p_future *f, p2p_error *err) {
     size_t used = 0, i = 0;
     int rc = 0;
     for (;; i++) {
-        char *url = p2p__brokers_at(f->client, i);
+        /* A pipeline lives where its upstream calls are: that broker only. */
+        char *url =
+            f->pinned == NULL ? p2p__brokers_at(f->client, i) : (i == 0 ? strdup(f->pinned) : NULL);
         if (url == NULL)
             break;
         pthread_mutex_lock(&f->client->lock);

@@ -48,8 +48,10 @@ static int check_file_arg(p2p_client *c, const char *name, const p2p_value *arg,
 
 /* Checks `args` against the inputs and fills `vals` (file hashes computed). */
 static int prepare_args(p2p_client *c, const p2p_param *in, size_t n, const p2p_value *args,
-                        p2p_value *vals, p2p_error *err) {
+                        const p2p_ident_ref *refs, p2p_value *vals, p2p_error *err) {
     for (size_t i = 0; i < n; i++) {
+        if (refs[i].identifier != NULL)
+            continue; /* another call's output stands for it */
         if (args[i].type != in[i].type)
             return p2p_error_set(err, P2P_ETYPE, "argument \"%s\" is %s, the function takes %s",
                                  in[i].name, p2p_type_name(args[i].type),
@@ -92,23 +94,29 @@ static int keep_paths(p2p_future *f, const p2p_value *vals, size_t n, p2p_error 
 }
 
 /* Identifier, wire arguments and local paths of the call into `f`. */
-static int describe_call(p2p_future *f, const p2p_value *args, p2p_error *err) {
+static int describe_call(p2p_future *f, const p2p_value *args, const p2p_arg_ref *refs,
+                         size_t n_refs, p2p_error *err) {
     size_t n = 0;
     const p2p_param *in = p2p_schema_inputs(f->schema, &n);
-    p2p_value *vals = n > 0 ? calloc(n, sizeof(*vals)) : NULL;
-    if (n > 0 && vals == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    int rc = n > 0 && args == NULL ? p2p_error_set(err, P2P_EINVAL, "args is NULL") : 0;
+    p2p_value *vals = calloc(n + 1, sizeof(*vals));
+    p2p_ident_ref *r = calloc(n + 1, sizeof(*r));
+    int rc = vals != NULL && r != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = prepare_args(f->client, in, n, args, vals, err);
+        rc = p2p__refs_check(f, refs, n_refs, r, err);
+    if (rc == 0 && n > n_refs && args == NULL)
+        rc = p2p_error_set(err, P2P_EINVAL, "args is NULL");
     if (rc == 0)
-        rc = p2p_ident_compute(f->schema, vals, f->identifier, err);
+        rc = prepare_args(f->client, in, n, args, r, vals, err);
     if (rc == 0)
-        rc = p2p_value_list_to_json(in, n, vals, &f->args, err);
+        rc = p2p_ident_compute_refs(f->schema, vals, r, f->identifier, err);
+    if (rc == 0)
+        rc = p2p__refs_args_json(in, n, vals, r, &f->args, err);
     if (rc == 0)
         rc = keep_paths(f, vals, n, err);
-    p2p_value_list_cleanup(vals, n);
+    if (vals != NULL)
+        p2p_value_list_cleanup(vals, n);
     free(vals);
+    free(r);
     return rc;
 }
 
@@ -189,13 +197,10 @@ int p2p_client_submit(p2p_client *c, const p2p_schema *schema, const p2p_value *
     *out = NULL;
     if (c == NULL || schema == NULL || !p2p_schema_finished(schema))
         return p2p_error_set(err, P2P_EINVAL, "submit needs a client and a finished schema");
-    if (n_refs > 0 || refs != NULL)
-        return p2p_error_set(err, P2P_EINVAL, "%s: future arguments are not supported yet",
-                             p2p_schema_name(schema));
     p2p_future *f = future_new(c, schema, copts);
     if (f == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
-    int rc = describe_call(f, args, err);
+    int rc = describe_call(f, args, refs, n_refs, err);
     if (rc == 0) {
         rc = try_cache(f, err);
         if (rc == P2P_ENOTFOUND)

@@ -46,6 +46,27 @@ static int hash_argument(p2p_hasher *h, const p2p_param *param, const p2p_value 
     return rc;
 }
 
+/* lp(name) u8(0x80 | type) upstream-identifier(32 raw bytes) lp(output). */
+static int hash_reference(p2p_hasher *h, const p2p_param *param, const p2p_ident_ref *ref,
+                          p2p_error *err) {
+    uint8_t up[P2P_HASH_LEN];
+    if (p2p_hash_hex_decode(ref->identifier, up) != 0)
+        return p2p_error_set(err, P2P_EINVAL,
+                             "argument '%s': the upstream identifier is not 64 lowercase hex",
+                             param->name);
+    if (ref->output == NULL || ref->output[0] == '\0')
+        return p2p_error_set(err, P2P_EINVAL, "argument '%s': the upstream output has no name",
+                             param->name);
+    int rc = p2p_hasher_update_lp(h, param->name, strlen(param->name), err);
+    if (rc == 0)
+        rc = p2p_hasher_update_u8(h, (uint8_t)(P2P_IDENT_REF_TAG | (unsigned)param->type), err);
+    if (rc == 0)
+        rc = p2p_hasher_update(h, up, sizeof(up), err);
+    if (rc == 0)
+        rc = p2p_hasher_update_lp(h, ref->output, strlen(ref->output), err);
+    return rc;
+}
+
 static int check_parts(const char *function, const char *fingerprint, const p2p_param *params,
                        size_t n, p2p_error *err) {
     if (function == NULL || function[0] == '\0')
@@ -60,9 +81,9 @@ static int check_parts(const char *function, const char *fingerprint, const p2p_
     return 0;
 }
 
-int p2p_ident_compute_parts(const char *function, const char *fingerprint, const p2p_param *params,
-                            size_t n, const p2p_value *args, char out_hex[P2P_HASH_HEX_LEN + 1],
-                            p2p_error *err) {
+static int compute(const char *function, const char *fingerprint, const p2p_param *params, size_t n,
+                   const p2p_value *args, const p2p_ident_ref *refs,
+                   char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) {
     uint8_t fp[P2P_HASH_LEN];
     p2p_hasher *h = NULL;
     int rc = check_parts(function, fingerprint, params, n, err);
@@ -78,22 +99,37 @@ int p2p_ident_compute_parts(const char *function, const char *fingerprint, const
         rc = p2p_hasher_update(h, fp, sizeof(fp), err);
     if (rc == 0)
         rc = p2p_hasher_update_u64be(h, (uint64_t)n, err);
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = hash_argument(h, &params[i], &args[i], err);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (refs != NULL && refs[i].identifier != NULL)
+            rc = hash_reference(h, &params[i], &refs[i], err);
+        else
+            rc = hash_argument(h, &params[i], &args[i], err);
+    }
     if (rc == 0)
         rc = p2p_hasher_final_hex(h, out_hex, err);
     p2p_hasher_free(h);
     return rc;
 }
 
-int p2p_ident_compute(const p2p_schema *s, const p2p_value *args,
-                      char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) {
+int p2p_ident_compute_parts(const char *function, const char *fingerprint, const p2p_param *params,
+                            size_t n, const p2p_value *args, char out_hex[P2P_HASH_HEX_LEN + 1],
+                            p2p_error *err) {
+    return compute(function, fingerprint, params, n, args, NULL, out_hex, err);
+}
+
+int p2p_ident_compute_refs(const p2p_schema *s, const p2p_value *args, const p2p_ident_ref *refs,
+                           char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) {
     if (!p2p_schema_finished(s))
         return p2p_error_set(err, P2P_EINVAL, "schema of %s is not finished", p2p_schema_name(s));
     size_t n = 0;
     const p2p_param *params = p2p_schema_inputs(s, &n);
-    return p2p_ident_compute_parts(p2p_schema_name(s), p2p_schema_fingerprint(s), params, n, args,
-                                   out_hex, err);
+    return compute(p2p_schema_name(s), p2p_schema_fingerprint(s), params, n, args, refs, out_hex,
+                   err);
+}
+
+int p2p_ident_compute(const p2p_schema *s, const p2p_value *args,
+                      char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) {
+    return p2p_ident_compute_refs(s, args, NULL, out_hex, err);
 }
 
 int p2p_ident_from_json(const p2p_schema *s, const json_t *args, char out_hex[P2P_HASH_HEX_LEN + 1],

@@ -43,4 +43,24 @@ int p2p_ident_compute_parts(const char *function, const char *fingerprint, const
 int p2p_ident_from_json(const p2p_schema *s, const json_t *args, char out_hex[P2P_HASH_HEX_LEN + 1],
                         p2p_error *err) P2P_NODISCARD;
 
+/* A reference argument (a pipeline, DESIGN §7): the input is the output
+ * `output` of the call `identifier` (64 lowercase hex), and the upstream's
+ * identifier and output name stand for its value in the encoding, under the
+ * tag P2P_IDENT_REF_TAG | the input's type tag (docs/protocol.md, "Call
+ * identifier", "References"). A NULL `identifier` means "by value". */
+#define P2P_IDENT_REF_TAG 0x80
+
+typedef struct p2p_ident_ref {
+    const char *identifier;
+    const char *output;
+} p2p_ident_ref;
+
+/* As p2p_ident_compute, with `refs` (borrowed; one entry per input, or NULL
+ * for none): an input whose refs[i].identifier is not NULL is encoded as a
+ * reference and its args[i] is ignored (it may be empty). A malformed
+ * reference (identifier not 64 lowercase hex, empty output name) is
+ * P2P_EINVAL naming the argument. */
+int p2p_ident_compute_refs(const p2p_schema *s, const p2p_value *args, const p2p_ident_ref *refs,
+                           char out_hex[P2P_HASH_HEX_LEN + 1], p2p_error *err) P2P_NODISCARD;
+
 #endif

@@ -55,10 +55,27 @@ def value_bytes(ptype, value):
     raise ValueError(ptype)
 
 
+REF_TAG = 0x80
+
+
+class Ref:
+    """An argument given as another call's output (docs/protocol.md,
+    "References"): encoded as tag 0x80 | type, the upstream identifier's 32
+    raw bytes, lp(output name)."""
+
+    def __init__(self, identifier, output):
+        self.identifier = identifier
+        self.output = output
+
+
 def ident_bytes(name, fp_hex, params, values):
     out = lp(IDENT_FORMAT) + lp(name) + bytes.fromhex(fp_hex) + u64(len(params))
     for (pname, ptype), value in zip(params, values):
-        out += lp(pname) + bytes([TAGS[ptype]]) + value_bytes(ptype, value)
+        if isinstance(value, Ref):
+            out += lp(pname) + bytes([REF_TAG | TAGS[ptype]])
+            out += bytes.fromhex(value.identifier) + lp(value.output)
+        else:
+            out += lp(pname) + bytes([TAGS[ptype]]) + value_bytes(ptype, value)
     return out
 
 
@@ -117,6 +134,11 @@ def main():
     video = sha(b"hello world\n")
     print(f"ident analyze(sha('hello world\\n'), 42): "
           f"{ident(ANALYZE[0], analyze_fp, ANALYZE[1], [video, 42])}")
+    upstream = ident(ANALYZE[0], analyze_fp, ANALYZE[1], [video, 42])
+    print(f"ident analyze(ref(analyze(...), 'results_file1'), 7): "
+          f"{ident(ANALYZE[0], analyze_fp, ANALYZE[1], [Ref(upstream, 'results_file1'), 7])}")
+    print(f"ident analyze(ref(analyze(...), 'results_file2'), 7): "
+          f"{ident(ANALYZE[0], analyze_fp, ANALYZE[1], [Ref(upstream, 'results_file2'), 7])}")
     all_values = [-1, 0.1, True, "h\u00e9llo", sha(b"abc")]
     print(f"ident all types: {ident(ALL[0], fingerprint(*ALL), ALL[1], all_values)}")
     for label, t, value in EDGES:

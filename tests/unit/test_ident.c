@@ -87,6 +87,39 @@ static void test_analyze_example(void) {
     p2p_schema_free(s);
 }
 
+/* A pipeline's reference argument: the upstream identifier and output name
+ * stand for the value (docs/protocol.md, "References"). */
+static void test_reference_arguments(void) {
+    const p2p_param in[] = {{"video_handle", P2P_TYPE_FILE}, {"arg2", P2P_TYPE_INT64}};
+    const p2p_param out[] = {{"results_file1", P2P_TYPE_FILE},
+                             {"results_file2", P2P_TYPE_FILE},
+                             {"res_var", P2P_TYPE_INT64}};
+    p2p_schema *s = build("p2prpc_analyze_large_file", in, 2, out, 3);
+    p2p_value args[2];
+    p2p_value_init(&args[0]); /* ignored: the reference stands for it */
+    p2p_value_init(&args[1]);
+    p2p_value_set_int64(&args[1], 7);
+    p2p_ident_ref refs[2] = {{ID_ANALYZE, "results_file1"}, {NULL, NULL}};
+    char id[P2P_HASH_HEX_LEN + 1];
+    ASSERT_OK(p2p_ident_compute_refs(s, args, refs, id, NULL));
+    ASSERT_STR_EQ(id, "35cce46e5bbf729e0cb2edc1b9d362020d6b343e797b6f95afb4f4d5f959e02d");
+    refs[0].output = "results_file2";
+    ASSERT_OK(p2p_ident_compute_refs(s, args, refs, id, NULL));
+    ASSERT_STR_EQ(id, "6f11e74e1b5a55d131c74e96e5c234cbaec0dac8d55e4ef58e554dafe2e92f0f");
+    /* NULL refs is p2p_ident_compute; a bad reference names its argument. */
+    p2p_error err;
+    ASSERT_EQ(p2p_ident_compute_refs(s, args, NULL, id, &err), P2P_ETYPE);
+    refs[0].identifier = "ABC";
+    ASSERT_EQ(p2p_ident_compute_refs(s, args, refs, id, &err), P2P_EINVAL);
+    ASSERT_STR_CONTAINS(err.msg, "'video_handle'");
+    refs[0].identifier = ID_ANALYZE;
+    refs[0].output = "";
+    ASSERT_EQ(p2p_ident_compute_refs(s, args, refs, id, &err), P2P_EINVAL);
+    ASSERT_STR_CONTAINS(err.msg, "'video_handle'");
+    p2p_value_list_cleanup(args, 2);
+    p2p_schema_free(s);
+}
+
 static void test_all_types_through_json(void) {
     const p2p_param in[] = {{"i", P2P_TYPE_INT64},
                             {"d", P2P_TYPE_DOUBLE},
@@ -279,6 +312,7 @@ int main(void) {
     TEST_RUN(test_worked_example);
     TEST_RUN(test_from_json);
     TEST_RUN(test_analyze_example);
+    TEST_RUN(test_reference_arguments);
     TEST_RUN(test_all_types_through_json);
     TEST_RUN(test_edge_values);
     TEST_RUN(test_every_change_changes_the_identifier);
