@@ -158,10 +158,8 @@ cmake -S "$cs" -B "$cs/build" -DSTUBS_DIR="$work/gen/stats/client" -DCMAKE_PREFI
     -DCMAKE_C_FLAGS="$san_flags" -DCMAKE_EXE_LINKER_FLAGS="$san_flags" >"$work/callsite.log" 2>&1 ||
     fail "configure callsite"
 cmake --build "$cs/build" >>"$work/callsite.log" 2>&1 || fail "build callsite"
-echo "callsite built at $(date +%T.%N)"
 P2PRPC_DISCOVERY=$work/stats-discovery.txt P2PRPC_CACHE=$work/callsite-cache \
     timeout 120 "$cs/build/callsite" >"$work/out" 2>"$work/err" || fail "callsite: $(cat "$work/err")"
-echo "callsite ran at $(date +%T.%N)"
 expect_out "divide 7 2: rc=0 quotient=3.5"
 expect_out "divide 1 0: rc=-14 error=division by zero"
 expect_out "format: rc=0 text=share: 25.0% length=12"
