@@ -75,13 +75,12 @@ static void print_output(p2p__cg_buf *b, const p2p_cg_param *p) {
     }
 }
 
-static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
-    size_t n_in = p2p__cg_count(f, false);
+/* The usage check: one argument per input, named in capitals. */
+static void usage_check(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b,
-                   "\nstatic int run_%s(int argc, char **argv) {\n"
                    "    if (argc != %zu) {\n"
                    "        fprintf(stderr, \"usage: clientapp %s",
-                   f->name, n_in, f->name);
+                   p2p__cg_count(f, false), f->name);
     for (size_t i = 0; i < f->n_params; i++) {
         if (!f->params[i].output) {
             p2p__cg_printf(b, " ");
@@ -89,19 +88,10 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
         }
     }
     p2p__cg_printf(b, "\\n\");\n        return 2;\n    }\n");
-    for (size_t i = 0, k = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            parse_arg(b, &f->params[i], k++);
-    p2p__cg_printf(b, "    p2p_future *p2p_f = %s_async(", f->name);
-    for (size_t i = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            p2p__cg_printf(b, "%s, ", f->params[i].name);
-    p2p__cg_printf(b,
-                   "&progress_bar);\n"
-                   "    if (p2p_f == NULL) {\n"
-                   "        fprintf(stderr, \"clientapp: %s: %%s\\n\", p2p_stub_last_error());\n"
-                   "        return 1;\n    }\n",
-                   f->name);
+}
+
+/* The outputs' local variables, then NAME_get into them. */
+static void get_outputs(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0; i < f->n_params; i++) {
         const p2p_cg_param *p = &f->params[i];
         if (!p->output)
@@ -118,7 +108,27 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
             p2p__cg_printf(b, ", &%s", f->params[i].name);
-    p2p__cg_printf(b, ");\n    end_progress();\n    if (p2p_rc == 0) {\n");
+    p2p__cg_printf(b, ");\n    end_progress();\n");
+}
+
+static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
+    p2p__cg_printf(b, "\nstatic int run_%s(int argc, char **argv) {\n", f->name);
+    usage_check(b, f);
+    for (size_t i = 0, k = 0; i < f->n_params; i++)
+        if (!f->params[i].output)
+            parse_arg(b, &f->params[i], k++);
+    p2p__cg_printf(b, "    p2p_future *p2p_f = %s_async(", f->name);
+    for (size_t i = 0; i < f->n_params; i++)
+        if (!f->params[i].output)
+            p2p__cg_printf(b, "%s, ", f->params[i].name);
+    p2p__cg_printf(b,
+                   "&progress_bar);\n"
+                   "    if (p2p_f == NULL) {\n"
+                   "        fprintf(stderr, \"clientapp: %s: %%s\\n\", p2p_stub_last_error());\n"
+                   "        return 1;\n    }\n",
+                   f->name);
+    get_outputs(b, f);
+    p2p__cg_printf(b, "    if (p2p_rc == 0) {\n");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
             print_output(b, &f->params[i]);
