@@ -41,7 +41,7 @@ static void stubs_h(p2p__cg_buf *b, const p2p_cg_header *h) {
         " * p2p_stub_last_error(). Its output files are in the client's cache (read\n"
         " * them, never write them); its output strings are the caller's to free.\n"
         " * The default client reads discovery.txt (P2PRPC_DISCOVERY overrides it),\n"
-        " * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub.h). Call p2p_stub_shutdown()\n"
+        " * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub_client.h). Call p2p_stub_shutdown()\n"
         " * once done. */\n"
         "#ifndef P2PRPC_GENERATED_STUBS_H\n#define P2PRPC_GENERATED_STUBS_H\n\n"
         "#include \"%s\"\n\n#include <p2prpc/client.h>\n#include <p2prpc/stub_client.h>\n\n"

@@ -5,7 +5,7 @@
  * p2p_stub_last_error(). Its output files are in the client's cache (read
  * them, never write them); its output strings are the caller's to free.
  * The default client reads discovery.txt (P2PRPC_DISCOVERY overrides it),
- * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub.h). Call p2p_stub_shutdown()
+ * P2PRPC_CACHE and P2PRPC_SECRET_FILE (stub_client.h). Call p2p_stub_shutdown()
  * once done. */
 #ifndef P2PRPC_GENERATED_STUBS_H
 #define P2PRPC_GENERATED_STUBS_H
