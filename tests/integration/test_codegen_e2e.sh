@@ -72,6 +72,23 @@ start() { # start EXAMPLE: its broker, a discovery file naming it, its worker
 start analyze_large_file
 start stats
 
+# The generated broker and worker agree with the schema written by hand in the
+# example (names, types, order) and with each other (fingerprint).
+"$work/gen/analyze_large_file/worker/build/workerapp" --dump-schemas - >"$work/worker-schemas.json"
+curl -sf "$(head -n1 "$work/analyze_large_file-discovery.txt")/api/v1/functions" \
+    >"$work/broker-functions.json" || fail "GET /api/v1/functions"
+python3 - "$P2PRPC_SOURCE_DIR/examples/analyze_large_file/function.schema.json" \
+    "$work/worker-schemas.json" "$work/broker-functions.json" <<'PY' || fail "schemas disagree"
+import json, sys
+want = json.load(open(sys.argv[1]))
+worker = json.load(open(sys.argv[2]))
+broker = json.load(open(sys.argv[3]))["functions"]
+assert len(worker) == 1 and len(broker) == 1, (worker, broker)
+for key in ("name", "inputs", "outputs"):
+    assert worker[0][key] == want[key] == broker[0][key], key
+assert worker[0]["fingerprint"] == broker[0]["fingerprint"]
+PY
+
 # client EXAMPLE ARGS...: clientapp of the example, its stdout in $work/out,
 # stderr in $work/err, exit status in $status.
 client() {
