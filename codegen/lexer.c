@@ -185,6 +185,97 @@ static int skip_directive(p2p__cg_lexer *lx, p2p_error *err) {
     return 0;
 }
 
+static bool is_blank(int c) {
+    return c == ' ' || c == '\t' || c == '\f' || c == '\v' || c == '\r';
+}
+
+static bool is_word_char(int c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* The directive whose '#' is at the current position: its name (at most
+ * `size` - 1 bytes, "" when there is none) and the index of the first byte
+ * after the name and the blanks that follow. Reads ahead only. */
+static size_t directive_name(const p2p__cg_lexer *lx, char *name, size_t size) {
+    size_t i = lx->pos + 1, n = 0;
+    while (i < lx->len && is_blank((unsigned char)lx->text[i]))
+        i++;
+    for (; i < lx->len && is_word_char((unsigned char)lx->text[i]); i++) {
+        if (n + 1 < size)
+            name[n++] = lx->text[i];
+    }
+    name[n] = '\0';
+    while (i < lx->len && is_blank((unsigned char)lx->text[i]))
+        i++;
+    return i;
+}
+
+/* True for "#if 0" alone on its line (a comment may follow): a group every
+ * compiler skips, so its content (a declaration commented out, text that is
+ * not C) is not read. "#if 0 || X" is not it. */
+static bool directive_is_if0(const p2p__cg_lexer *lx) {
+    char name[8];
+    size_t i = directive_name(lx, name, sizeof(name));
+    if (strcmp(name, "if") != 0 || i >= lx->len || lx->text[i] != '0')
+        return false;
+    for (i++; i < lx->len && is_blank((unsigned char)lx->text[i]); i++)
+        continue;
+    if (i >= lx->len || lx->text[i] == '\n')
+        return true;
+    return lx->text[i] == '/' && i + 1 < lx->len &&
+           (lx->text[i + 1] == '/' || lx->text[i + 1] == '*');
+}
+
+/* What a directive inside a skipped group does to its nesting. */
+static int group_step(const p2p__cg_lexer *lx) {
+    char name[8];
+    directive_name(lx, name, sizeof(name));
+    if (strcmp(name, "if") == 0 || strcmp(name, "ifdef") == 0 || strcmp(name, "ifndef") == 0)
+        return 1; /* a nested conditional opens */
+    if (strcmp(name, "endif") == 0)
+        return -1;
+    return strncmp(name, "el", 2) == 0 ? 0 : 2; /* #else, #elif...: 0; anything else: 2 */
+}
+
+/* Skips the lines of an "#if 0" group (its directive already skipped) up to
+ * its #else, #elif or #endif, whose line is skipped too: an #else branch is
+ * then read as usual. Comments count, so a directive inside one does not.
+ * `line`/`col` are the "#if 0"'s, for the error when no #endif comes. */
+static int skip_false_group(p2p__cg_lexer *lx, int line, int col, p2p_error *err) {
+    int depth = 0, rc = 0;
+    bool line_start = false;
+    while (rc == 0 && lx->pos < lx->len) {
+        int c = peek(lx, 0), step;
+        if (c == '/' && peek(lx, 1) == '*') {
+            rc = skip_block_comment(lx, err);
+        } else if (c == '/' && peek(lx, 1) == '/') {
+            skip_line_comment(lx);
+        } else if (c == '#' && line_start && (step = group_step(lx)) != 2) {
+            if ((step == 0 || step == -1) && depth == 0)
+                return skip_directive(lx, err);
+            depth += step;
+            rc = skip_directive(lx, err);
+        } else if (!skip_splice(lx)) {
+            line_start = c == '\n' || (line_start && is_blank(c));
+            advance(lx);
+        }
+    }
+    return rc != 0 ? rc
+                   : p2p__cg_error(err, P2P_EINVAL, lx->path, line, col,
+                                   "unterminated #if 0 (no #endif)");
+}
+
+/* A directive from its '#' (the current position); after "#if 0" the
+ * whole group it opens. */
+static int skip_directive_at_hash(p2p__cg_lexer *lx, p2p_error *err) {
+    bool if0 = directive_is_if0(lx);
+    int line = lx->line, col = lx->col;
+    int rc = skip_directive(lx, err);
+    if (rc == 0 && if0)
+        rc = skip_false_group(lx, line, col, err);
+    return rc;
+}
+
 /* Skips blanks, newlines, comments and directives before the next token. */
 static int skip_space(p2p__cg_lexer *lx, p2p_error *err) {
     while (lx->pos < lx->len) {
@@ -201,7 +292,7 @@ static int skip_space(p2p__cg_lexer *lx, p2p_error *err) {
         } else if (c == '/' && peek(lx, 1) == '/') {
             skip_line_comment(lx);
         } else if (c == '#' && lx->line_start) {
-            rc = skip_directive(lx, err);
+            rc = skip_directive_at_hash(lx, err);
         } else {
             return 0;
         }

@@ -61,7 +61,8 @@ typedef struct p2p_cg_header {
  * "PATH:LINE:COL: error: ..." in `err`, P2P_ETOOBIG when `len` is over
  * P2P_CG_MAX_HEADER ("PATH: error: ..."), or P2P_ENOMEM. Never reads past
  * `len`; `text` need not be NUL-terminated. Preprocessor lines are skipped,
- * not evaluated: a declaration under "#if 0" is still read. */
+ * not evaluated, except "#if 0": its group (up to its #else, #elif or
+ * #endif) is not read. A declaration under "#ifdef X" is read. */
 int p2p_cg_parse(const char *path, const char *text, size_t len, p2p_cg_header *out,
                  p2p_error *err) P2P_NODISCARD;
 

@@ -115,6 +115,36 @@ static void test_header_content_tolerated(void) {
     p2p_cg_header_cleanup(&h);
 }
 
+/* An "#if 0" group is not read (up to its #else or #endif, nested
+ * conditionals counted); other conditional groups are. */
+static void test_if0_groups(void) {
+    const char *text = "#if 0\n"
+                       "P2PRPC_FUNCTION int p2prpc_old(int x); don't \"\n"
+                       "#  ifdef X\n#else\n#endif\n"
+                       "/* #endif */ // #endif\n"
+                       "  #endif\n"
+                       "#if 0 /* disabled */\n"
+                       "P2PRPC_FUNCTION int p2prpc_old2(void);\n"
+                       "#else\n"
+                       "P2PRPC_FUNCTION int p2prpc_new(P2P_OUT int *y);\n"
+                       "#endif\n"
+                       "#ifdef NOT_DEFINED\n"
+                       "P2PRPC_FUNCTION int p2prpc_ifdef(P2P_OUT int *y);\n"
+                       "#endif\n"
+                       "#if 00\n#endif\n"
+                       "#if 0 || 1\n"
+                       "P2PRPC_FUNCTION int p2prpc_or(P2P_OUT int *y);\n"
+                       "#endif\n";
+    p2p_cg_header h;
+    parse_ok(text, &h);
+    ASSERT_EQ(h.n_functions, 3);
+    ASSERT_STR_EQ(h.functions[0].name, "p2prpc_new");
+    ASSERT_EQ(h.functions[0].line, 11);
+    ASSERT_STR_EQ(h.functions[1].name, "p2prpc_ifdef");
+    ASSERT_STR_EQ(h.functions[2].name, "p2prpc_or");
+    p2p_cg_header_cleanup(&h);
+}
+
 /* Every accepted spelling, whitespace and comments inside a declaration. */
 static void test_types_and_layout(void) {
     const char *text = "P2PRPC_FUNCTION\n"
@@ -304,6 +334,8 @@ static void test_syntax_errors(void) {
                                     "P2PRPC_FUNCTION declaration started at line 1");
     expect_error("/* never closed\nP2PRPC_FUNCTION int p2prpc_f(P2P_OUT int *y);",
                  "t.h:1:1: error: unterminated comment");
+    expect_error("P2PRPC_FUNCTION int p2prpc_f(P2P_OUT int *y);\n  #if 0\n#if 1\n#endif\n",
+                 "t.h:2:3: error: unterminated #if 0 (no #endif)");
     expect_error("P2PRPC_FUNCTION int p2prpc_f(P2P_OUT int *y);\n"
                  "static const char *s = \"never closed;\n",
                  "t.h:2:24: error: unterminated string literal");
@@ -391,6 +423,7 @@ static void test_limits(void) {
 int main(void) {
     TEST_RUN(test_example);
     TEST_RUN(test_header_content_tolerated);
+    TEST_RUN(test_if0_groups);
     TEST_RUN(test_types_and_layout);
     TEST_RUN(test_several_functions);
     TEST_RUN(test_encoding_and_bounds);
