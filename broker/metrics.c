@@ -23,6 +23,8 @@ static const char *const counter_names[P2P_METRIC_COUNTER_COUNT] = {
     [P2P_METRIC_EXPIRED] = "calls_expired",
     [P2P_METRIC_BLOBS_REMOVED] = "blobs_removed",
     [P2P_METRIC_MAINT_ERRORS] = "maintenance_errors",
+    [P2P_METRIC_BLOB_GETS] = "blob_gets",
+    [P2P_METRIC_PIPELINE_RESOLVED] = "pipeline_resolved",
 };
 
 static const char *const counter_help[P2P_METRIC_COUNTER_COUNT] = {
@@ -33,6 +35,8 @@ static const char *const counter_help[P2P_METRIC_COUNTER_COUNT] = {
     [P2P_METRIC_EXPIRED] = "Calls removed by expiry.",
     [P2P_METRIC_BLOBS_REMOVED] = "Blob files removed once no call referenced them.",
     [P2P_METRIC_MAINT_ERRORS] = "Maintenance passes that failed.",
+    [P2P_METRIC_BLOB_GETS] = "Blob downloads answered (GET of a blob, any Range).",
+    [P2P_METRIC_PIPELINE_RESOLVED] = "Waiting calls queued with their upstream calls' outputs.",
 };
 
 /* Status classes 1xx..5xx, for p2prpc_http_responses_total. */

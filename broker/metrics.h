@@ -17,13 +17,15 @@ typedef struct p2p_metrics p2p_metrics;
 
 /* The event counters, each exported as p2prpc_<name>_total. */
 typedef enum p2p_metric_counter {
-    P2P_METRIC_CLAIMS = 0,    /* calls handed to a worker by search_work */
-    P2P_METRIC_CREATED,       /* calls created by push_update */
-    P2P_METRIC_REQUEUED,      /* running calls queued again after their lease expired */
-    P2P_METRIC_LEASE_FAILED,  /* calls failed (or terminated) when their lease expired */
-    P2P_METRIC_EXPIRED,       /* calls removed by expiry */
-    P2P_METRIC_BLOBS_REMOVED, /* blob files removed (delete, expiry, sweep) */
-    P2P_METRIC_MAINT_ERRORS,  /* maintenance passes that failed */
+    P2P_METRIC_CLAIMS = 0,        /* calls handed to a worker by search_work */
+    P2P_METRIC_CREATED,           /* calls created by push_update */
+    P2P_METRIC_REQUEUED,          /* running calls queued again after their lease expired */
+    P2P_METRIC_LEASE_FAILED,      /* calls failed (or terminated) when their lease expired */
+    P2P_METRIC_EXPIRED,           /* calls removed by expiry */
+    P2P_METRIC_BLOBS_REMOVED,     /* blob files removed (delete, expiry, sweep) */
+    P2P_METRIC_MAINT_ERRORS,      /* maintenance passes that failed */
+    P2P_METRIC_BLOB_GETS,         /* blob downloads answered (GET /api/v1/blobs/H, 2xx) */
+    P2P_METRIC_PIPELINE_RESOLVED, /* waiting calls queued with their upstreams' outputs */
     P2P_METRIC_COUNTER_COUNT,
 } p2p_metric_counter;
 

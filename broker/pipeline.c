@@ -234,6 +234,11 @@ void p2p__pipeline_create(p2p_http_request *req, p2p_broker *b, const p2p_schema
     char *text = NULL;
     bool created = false;
     int rc = refs != NULL && values != NULL ? 0 : REFUSE(req, 0, P2P_ENOMEM, "out of memory");
+    if (rc == 0 && !p2p_store_can_resolve(b->store))
+        rc = REFUSE(req, 400, P2P_EINVAL,
+                    "the %s store of this broker does not support "
+                    "arguments given as other calls' outputs",
+                    p2p_store_backend(b->store));
     if (rc == 0 && !json_is_object(args))
         rc = REFUSE(req, 400, P2P_ETYPE, "\"args\" must be an object");
     if (rc == 0 && (plain = split_refs(req, b, params, n, args, refs)) == NULL)
@@ -334,6 +339,8 @@ static void resolve(p2p_broker *b, const char *identifier, const json_t *args, c
     if (rc == 0)
         rc = p2p_store_resolve(b->store, identifier, text, blobs, nblobs, why, &err);
     pthread_rwlock_unlock(&b->blob_lock);
+    if (rc == 0 && why == NULL)
+        p2p_metrics_add(b->metrics, P2P_METRIC_PIPELINE_RESOLVED, 1);
     if (rc == 0)
         P2P_INFO("pipeline: call %s %s", identifier, why != NULL ? why : "has its inputs: queued");
     else if (rc != P2P_ECONFLICT) /* settled or terminated meanwhile: nothing to do */

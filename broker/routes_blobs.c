@@ -85,6 +85,7 @@ void p2p__route_blob_get(p2p_http_request *req, void *ctx) {
     uint64_t size = 0;
     if (hash == NULL || open_blob(req, b, hash, &fd, &size) != 0)
         return;
+    p2p_metrics_add(b->metrics, P2P_METRIC_BLOB_GETS, 1);
     p2p_http_respond_file_range(req, fd, "application/octet-stream");
 }
 

@@ -359,6 +359,10 @@ int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args
     return rc != 0 ? rc : store->ops->resolve(store, identifier, args, blobs, nblobs, error, err);
 }
 
+bool p2p_store_can_resolve(const p2p_store *store) {
+    return store->ops->resolve != NULL;
+}
+
 int p2p_store_requeue_expired(p2p_store *store, size_t *requeued, size_t *failed, p2p_error *err) {
     size_t ignored_requeued, ignored_failed;
     return store->ops->requeue_expired(store, requeued ? requeued : &ignored_requeued,

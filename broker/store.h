@@ -338,4 +338,7 @@ int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args
                       const char *const *blobs, size_t nblobs, const char *error,
                       p2p_error *err) P2P_NODISCARD;
 
+/* True when the backend implements p2p_store_resolve (pipelines). */
+bool p2p_store_can_resolve(const p2p_store *store);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Most brokers a client keeps: gossip only ever adds, so it is bounded. */
 #define MAX_BROKERS 64
@@ -71,4 +72,31 @@ void p2p__brokers_gossip(p2p_client *c, const char *url) {
     p2p_discovery_list_cleanup(&found);
     json_decref(reply);
     free(nodes);
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool p2p__brokers_fresh(p2p_client *c, const char *url) {
+    pthread_mutex_lock(&c->lock);
+    bool fresh = c->last_ok != NULL && strcmp(c->last_ok, url) == 0 &&
+                 mono_ms() - c->last_ok_ms < P2P__HEALTH_TTL_MS;
+    pthread_mutex_unlock(&c->lock);
+    return fresh;
+}
+
+void p2p__brokers_mark(p2p_client *c, const char *url, bool ok) {
+    pthread_mutex_lock(&c->lock);
+    if (ok && (c->last_ok == NULL || strcmp(c->last_ok, url) != 0)) {
+        free(c->last_ok);
+        c->last_ok = strdup(url);
+    } else if (!ok && c->last_ok != NULL && strcmp(c->last_ok, url) == 0) {
+        free(c->last_ok);
+        c->last_ok = NULL;
+    }
+    c->last_ok_ms = mono_ms();
+    pthread_mutex_unlock(&c->lock);
 }

@@ -95,6 +95,11 @@ int p2p__ccache_open(const char *dir, p2p__ccache **out, p2p_error *err) {
         /* WAL: readers of other processes never block the one writer. */
         rc = exec_sql(c, "PRAGMA journal_mode = WAL", err);
     }
+    /* NORMAL in WAL mode: a commit survives a crash of the process, and a
+     * power cut may lose the last entries, which only costs asking the broker
+     * again (it keeps the results). FULL would fsync at every call. */
+    if (rc == 0)
+        rc = exec_sql(c, "PRAGMA synchronous = NORMAL", err);
     if (rc == 0)
         rc = exec_sql(c, SCHEMA_SQL, err);
     free(path);

@@ -151,6 +151,7 @@ void p2p_client_free(p2p_client *c) {
         p2p_filecache_free(c->hashers[i]);
     free(c->hashers);
     free(c->filehash_path);
+    free(c->last_ok);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

@@ -31,6 +31,9 @@
 /* The health probe of a broker: short, and never retried (a dead broker must
  * cost little before the next one is tried). */
 #define P2P__PROBE_TIMEOUT_MS 3000L
+/* A broker that answered this recently is not probed again before a submit:
+ * its answer to the next request says as much as /health would. */
+#define P2P__HEALTH_TTL_MS 2000
 
 /* ---- the local cache (cache.c) ---- */
 
@@ -106,7 +109,9 @@ struct p2p_client {
     /* Broker URLs, normalised, in the order they are tried: given, the
      * discovery file's, then those gossiped. */
     p2p_discovery_list brokers;
-    bool gossiped;           /* the nodes route was read once */
+    bool gossiped; /* the nodes route was read once */
+    char *last_ok; /* the broker that last answered a submit, and when (monotonic) */
+    int64_t last_ok_ms;
     p2p_filecache **hashers; /* idle file-hash caches (one per thread at a time) */
     size_t n_hashers;
     char *filehash_path;
@@ -133,6 +138,12 @@ size_t p2p__brokers_count(p2p_client *c);
 
 /* Checks `/health` of `url`. 0 when healthy, else an error naming why. */
 int p2p__brokers_probe(p2p_client *c, const char *url, p2p_error *err) P2P_NODISCARD;
+
+/* True when `url` answered a submit less than P2P__HEALTH_TTL_MS ago. */
+bool p2p__brokers_fresh(p2p_client *c, const char *url);
+
+/* Records that `url` answered (ok) or failed a submit. */
+void p2p__brokers_mark(p2p_client *c, const char *url, bool ok);
 
 /* Reads `url`'s nodes route and adds the brokers it reports (errors are
  * logged and ignored: gossip only ever adds). */

@@ -167,12 +167,13 @@ static void add_reason(char *reasons, size_t *used, const char *url, const char 
 static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons, size_t *used,
                       p2p_error *err) {
     p2p_error why;
-    int rc = p2p__brokers_probe(f->client, url, &why);
+    int rc = p2p__brokers_fresh(f->client, url) ? 0 : p2p__brokers_probe(f->client, url, &why);
     if (rc == 0 && gossip)
         p2p__brokers_gossip(f->client, url);
     bool skip = true;
     if (rc == 0)
         rc = on_broker(f, url, &skip, &why);
+    p2p__brokers_mark(f->client, url, rc == 0 || !skip);
     if (rc == 0) {
         f->broker = strdup(url);
         return f->broker != NULL ? 1 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
@@ -188,7 +189,12 @@ static int try_broker(p2p_future *f, const char *url, bool gossip, char *reasons
     const char *tls = strstr(why.msg, "SSL");
     if (tls == NULL)
         tls = strstr(why.msg, "certificate");
-    add_reason(reasons, used, url, tls != NULL ? tls : p2p_error_name(why.code));
+    char reason[P2P_SCHEMA_NAME_MAX + 32];
+    if (why.code == P2P_ENOTFOUND)
+        snprintf(reason, sizeof(reason), "does not serve %s", p2p_schema_name(f->schema));
+    else
+        snprintf(reason, sizeof(reason), "%s", tls != NULL ? tls : p2p_error_name(why.code));
+    add_reason(reasons, used, url, reason);
     p2p__client_count(f->client, &f->client->stats.failovers, 1);
     return 0;
 }

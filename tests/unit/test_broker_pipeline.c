@@ -48,11 +48,26 @@ static json_t *run_next_add(void) {
     return args;
 }
 
+/* A counter of the broker's /metrics. */
+static long long metric(const char *name) {
+    http_resp r;
+    request(&main_h, "GET", "/metrics", NULL, 0, &r);
+    char needle[128];
+    snprintf(needle, sizeof(needle), "\n%s ", name);
+    const char *line = strstr(r.body, needle);
+    long long v = line != NULL ? strtoll(line + strlen(needle), NULL, 10) : -1;
+    http_resp_cleanup(&r);
+    return v;
+}
+
 static void test_upstream_already_done(void) {
+    long long resolved0 = metric("p2prpc_pipeline_resolved_total");
+    ASSERT_GE(resolved0, 0);
     char up[P2P_HASH_HEX_LEN + 1], id[P2P_HASH_HEX_LEN + 1];
     snprintf(up, sizeof(up), "%s", create_add(1, 2, true, 201));
     json_decref(run_next_add());
     ASSERT_STR_EQ(create_ref(up, 10, id), "queued");
+    ASSERT_EQ(metric("p2prpc_pipeline_resolved_total"), resolved0 + 1);
     json_t *args = run_next_add();
     ASSERT_EQ(num(args, "a"), 3);
     ASSERT_EQ(num(args, "b"), 10);
