@@ -7,26 +7,33 @@
 #include <string.h>
 
 /* "p2p_file video_handle, int64_t arg2" and so on: the inputs (or outputs)
- * of `f` as parameters, each preceded by ", " but the first when `first`. */
-static void params(p2p__cg_buf *b, const p2p_cg_function *f, bool outputs, bool first) {
+ * of `f` as parameters of a list opened at column `open`; `first` when none
+ * precedes them. Returns whether the list is still empty. */
+static bool params(p2p__cg_buf *b, const p2p_cg_function *f, bool outputs, bool first,
+                   size_t open) {
     for (size_t i = 0; i < f->n_params; i++) {
         if (f->params[i].output != outputs)
             continue;
-        p2p__cg_printf(b, "%s", first ? "" : ", ");
-        p2p__cg_decl(b, &f->params[i], f->params[i].name);
+        p2p__cg_param_item(b, open, first, &f->params[i]);
         first = false;
     }
+    return first;
 }
 
 static void async_proto(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b, "p2p_future *%s_async(", f->name);
-    params(b, f, false, true);
-    p2p__cg_printf(b, "%sconst p2p_call_options *p2p_opts)", p2p__cg_count(f, false) ? ", " : "");
+    size_t open = p2p__cg_column(b);
+    bool first = params(b, f, false, true, open);
+    p2p__cg_item(b, open, first, "const p2p_call_options *p2p_opts");
+    p2p__cg_printf(b, ")");
 }
 
 static void get_proto(p2p__cg_buf *b, const p2p_cg_function *f) {
-    p2p__cg_printf(b, "int %s_get(p2p_future *p2p_f, int64_t p2p_timeout_ms", f->name);
-    params(b, f, true, false);
+    p2p__cg_printf(b, "int %s_get(", f->name);
+    size_t open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "p2p_future *p2p_f");
+    p2p__cg_item(b, open, false, "int64_t p2p_timeout_ms");
+    params(b, f, true, false, open);
     p2p__cg_printf(b, ")");
 }
 
@@ -175,23 +182,33 @@ static void get_def(p2p__cg_buf *b, const p2p_cg_function *f) {
 
 /* The function under its own name: submit, wait without limit, keep the
  * output files' paths past the future. */
+/* The function under its own name: submit, wait without limit, keep the
+ * output files' paths past the future. */
 static void sync_def(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b, "int %s(", f->name);
-    for (size_t i = 0; i < f->n_params; i++) {
-        p2p__cg_printf(b, "%s", i ? ", " : "");
-        p2p__cg_decl(b, &f->params[i], f->params[i].name);
-    }
-    p2p__cg_printf(b, ") {\n    p2p_future *p2p_f = %s_async(", f->name);
+    size_t open = p2p__cg_column(b);
     for (size_t i = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            p2p__cg_printf(b, "%s, ", f->params[i].name);
+        p2p__cg_param_item(b, open, i == 0, &f->params[i]);
+    p2p__cg_printf(b, ") {\n    p2p_future *p2p_f = %s_async(", f->name);
+    open = p2p__cg_column(b);
+    bool first = true;
+    for (size_t i = 0; i < f->n_params; i++) {
+        if (!f->params[i].output) {
+            p2p__cg_item(b, open, first, "%s", f->params[i].name);
+            first = false;
+        }
+    }
+    p2p__cg_item(b, open, first, "NULL");
     p2p__cg_printf(b,
-                   "NULL);\n    if (p2p_f == NULL)\n        return p2p_stub_last_code();\n"
-                   "    int p2p_rc = %s_get(p2p_f, -1",
+                   ");\n    if (p2p_f == NULL)\n        return p2p_stub_last_code();\n"
+                   "    int p2p_rc = %s_get(",
                    f->name);
+    open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "p2p_f");
+    p2p__cg_item(b, open, false, "-1");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
-            p2p__cg_printf(b, ", %s", f->params[i].name);
+            p2p__cg_item(b, open, false, "%s", f->params[i].name);
     p2p__cg_printf(b, ");\n");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output && f->params[i].type == P2P_TYPE_FILE)

@@ -104,10 +104,13 @@ static void get_outputs(p2p__cg_buf *b, const p2p_cg_function *f) {
                        : p->type == P2P_TYPE_FILE ? "{0}"
                                                   : "0");
     }
-    p2p__cg_printf(b, "    int p2p_rc = %s_get(p2p_f, -1", f->name);
+    p2p__cg_printf(b, "    int p2p_rc = %s_get(", f->name);
+    size_t open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "p2p_f");
+    p2p__cg_item(b, open, false, "-1");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
-            p2p__cg_printf(b, ", &%s", f->params[i].name);
+            p2p__cg_item(b, open, false, "&%s", f->params[i].name);
     p2p__cg_printf(b, ");\n    end_progress();\n");
 }
 
@@ -118,11 +121,17 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
         if (!f->params[i].output)
             parse_arg(b, &f->params[i], k++);
     p2p__cg_printf(b, "    p2p_future *p2p_f = %s_async(", f->name);
-    for (size_t i = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            p2p__cg_printf(b, "%s, ", f->params[i].name);
+    size_t open = p2p__cg_column(b);
+    bool first = true;
+    for (size_t i = 0; i < f->n_params; i++) {
+        if (!f->params[i].output) {
+            p2p__cg_item(b, open, first, "%s", f->params[i].name);
+            first = false;
+        }
+    }
+    p2p__cg_item(b, open, first, "&progress_bar");
     p2p__cg_printf(b,
-                   "&progress_bar);\n"
+                   ");\n"
                    "    if (p2p_f == NULL) {\n"
                    "        fprintf(stderr, \"clientapp: %s: %%s\\n\", p2p_stub_last_error());\n"
                    "        return 1;\n    }\n",

@@ -50,6 +50,17 @@ void p2p__cg_schema_table(p2p__cg_buf *b, const p2p_cg_header *h);
  * "const char *x", "p2p_file *x"... */
 void p2p__cg_decl(p2p__cg_buf *b, const p2p_cg_param *p, const char *name);
 
+/* The column the next character of `b` goes to (0-based). */
+size_t p2p__cg_column(const p2p__cg_buf *b);
+
+/* Appends one item of a list (arguments, parameters) opened at column
+ * `open`: ", ITEM", or ITEM alone when `first`, wrapping to a new line
+ * aligned at `open` when the line would pass 100 columns. */
+void p2p__cg_item(p2p__cg_buf *b, size_t open, bool first, const char *fmt, ...) P2P_PRINTF(4, 5);
+
+/* p2p__cg_item of the declaration of parameter `p` ("int64_t x"). */
+void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p);
+
 /* The type an output pointer points to, followed by a space (when `space`)
  * unless it ends with '*': "int64_t *" -> "int64_t ", "char **" -> "char *". */
 void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type, bool space);

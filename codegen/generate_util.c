@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Generated lines stay within this many columns where they can, as the
+ * project's own code (.clang-format). */
+#define CG_COLUMNS 100
+
 /* Largest file copied into a generated directory (a user's source file). */
 #define MAX_COPY (16 * 1024 * 1024)
 
@@ -172,6 +176,23 @@ static size_t count_params(const p2p_cg_function *f, bool outputs) {
     return n;
 }
 
+/* `{"NAME", p2p_in_NAME, N, p2p_out_NAME, M},`, wrapped as clang-format
+ * would wrap it. */
+static void table_entry(p2p__cg_buf *b, const p2p_cg_function *f) {
+    size_t n_in = count_params(f, false);
+    p2p__cg_printf(b, "    {");
+    size_t open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "\"%s\"", f->name);
+    if (n_in > 0)
+        p2p__cg_item(b, open, false, "p2p_in_%s", f->name);
+    else
+        p2p__cg_item(b, open, false, "NULL");
+    p2p__cg_item(b, open, false, "%zu", n_in);
+    p2p__cg_item(b, open, false, "p2p_out_%s", f->name);
+    p2p__cg_item(b, open, false, "%zu", count_params(f, true));
+    p2p__cg_printf(b, "},\n");
+}
+
 void p2p__cg_schema_table(p2p__cg_buf *b, const p2p_cg_header *h) {
     p2p__cg_printf(b, "/* The functions' signatures, as their schemas list them. */\n");
     for (size_t i = 0; i < h->n_functions; i++) {
@@ -179,16 +200,8 @@ void p2p__cg_schema_table(p2p__cg_buf *b, const p2p_cg_header *h) {
         param_list(b, &h->functions[i], true);
     }
     p2p__cg_printf(b, "\nstatic const p2p_stub_function p2p_functions[] = {\n");
-    for (size_t i = 0; i < h->n_functions; i++) {
-        const p2p_cg_function *f = &h->functions[i];
-        size_t n_in = count_params(f, false);
-        p2p__cg_printf(b, "    {\"%s\",\n", f->name);
-        if (n_in > 0)
-            p2p__cg_printf(b, "     p2p_in_%s, %zu,\n", f->name, n_in);
-        else
-            p2p__cg_printf(b, "     NULL, 0,\n");
-        p2p__cg_printf(b, "     p2p_out_%s, %zu},\n", f->name, count_params(f, true));
-    }
+    for (size_t i = 0; i < h->n_functions; i++)
+        table_entry(b, &h->functions[i]);
     p2p__cg_printf(b, "};\n\n#define N_FUNCTIONS (sizeof(p2p_functions) / "
                       "sizeof(p2p_functions[0]))\n");
 }
@@ -197,6 +210,36 @@ void p2p__cg_decl(p2p__cg_buf *b, const p2p_cg_param *p, const char *name) {
     size_t n = strlen(p->c_type);
     bool star = n > 0 && p->c_type[n - 1] == '*';
     p2p__cg_printf(b, "%s%s%s", p->c_type, star ? "" : " ", name);
+}
+
+size_t p2p__cg_column(const p2p__cg_buf *b) {
+    size_t i = b->len;
+    while (i > 0 && b->data[i - 1] != '\n')
+        i--;
+    return b->len - i;
+}
+
+void p2p__cg_item(p2p__cg_buf *b, size_t open, bool first, const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(text)) {
+        b->failed = true;
+        return;
+    }
+    /* Room for the ", " before and the "," or ");" after. */
+    if (!first && p2p__cg_column(b) + 2 + (size_t)n + 2 > CG_COLUMNS)
+        p2p__cg_printf(b, ",\n%*s%s", (int)open, "", text);
+    else
+        p2p__cg_printf(b, "%s%s", first ? "" : ", ", text);
+}
+
+void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p) {
+    size_t n = strlen(p->c_type);
+    bool star = n > 0 && p->c_type[n - 1] == '*';
+    p2p__cg_item(b, open, first, "%s%s%s", p->c_type, star ? "" : " ", p->name);
 }
 
 void p2p__cg_pointee(p2p__cg_buf *b, const char *c_type, bool space) {

@@ -72,19 +72,23 @@ static void output_store(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
 /* The call itself: the user's function with its arguments in declared order. */
 static void call(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b, "    if (p2p_rc == 0)\n        p2p_rc = %s(", f->name);
+    size_t open = p2p__cg_column(b);
     for (size_t i = 0; i < f->n_params; i++)
-        p2p__cg_printf(b, "%s%s%s", i ? ", " : "", f->params[i].output ? "&" : "",
-                       f->params[i].name);
+        p2p__cg_item(b, open, i == 0, "%s%s", f->params[i].output ? "&" : "", f->params[i].name);
     p2p__cg_printf(b, ");\n");
 }
 
 static void adapter(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b,
                    "\n/* %s: the arguments out of their values, the call, the outputs back. */\n"
-                   "static int invoke_%s(const p2p_value *p2p_in, p2p_value *p2p_out, "
-                   "const char *p2p_dir) {\n"
-                   "%s    (void)p2p_dir;\n    int p2p_rc = 0;\n",
-                   f->name, f->name, p2p__cg_count(f, false) ? "" : "    (void)p2p_in;\n");
+                   "static int invoke_%s(",
+                   f->name, f->name);
+    size_t open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "const p2p_value *p2p_in");
+    p2p__cg_item(b, open, false, "p2p_value *p2p_out");
+    p2p__cg_item(b, open, false, "const char *p2p_dir");
+    p2p__cg_printf(b, ") {\n%s    (void)p2p_dir;\n    int p2p_rc = 0;\n",
+                   p2p__cg_count(f, false) ? "" : "    (void)p2p_in;\n");
     size_t n_in = 0, n_out = 0;
     bool checked[P2P_SCHEMA_MAX_PARAMS * 2] = {0};
     for (size_t i = 0; i < f->n_params && i < P2P_SCHEMA_MAX_PARAMS * 2; i++) {

@@ -111,7 +111,7 @@ static void test_worker(void) {
     ASSERT_STR_CONTAINS(app, "p2p_rc = p2p_stub_out_file(&p2p_out[3], \"report\", &report);");
     ASSERT_STR_CONTAINS(app, "    free(text);\n");
     /* A function without inputs has no input list. */
-    ASSERT_STR_CONTAINS(app, "    {\"p2prpc_now\",\n     NULL, 0,\n");
+    ASSERT_STR_CONTAINS(app, "    {\"p2prpc_now\", NULL, 0, p2p_out_p2prpc_now, 1},\n");
     char *cmake = read_out(dir, "CMakeLists.txt");
     ASSERT_STR_CONTAINS(cmake, "add_executable(workerapp workerapp.c\n    fns.c)");
     ASSERT_STR_CONTAINS(cmake, "-Werror");
@@ -149,16 +149,20 @@ static void test_client(void) {
     p2p_error err = {0};
     ASSERT_OK(p2p_cg_generate_client(&h, &o, &err));
     char *sh = read_out(dir, "stubs.h");
+    /* Wrapped at 100 columns, aligned on the parenthesis, as clang-format does. */
     ASSERT_STR_CONTAINS(sh, "p2p_future *p2prpc_format_async(const char *label, double value, "
-                            "int decimals, long big, bool percent, "
+                            "int decimals, long big,\n"
+                            "                                bool percent, "
                             "const p2p_call_options *p2p_opts);");
     ASSERT_STR_CONTAINS(sh, "int p2prpc_format_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, "
-                            "char **text, int *length, bool *ok, p2p_file *report);");
+                            "char **text, int *length,\n"
+                            "                      bool *ok, p2p_file *report);");
     ASSERT_STR_CONTAINS(sh, "p2p_future *p2prpc_now_async(const p2p_call_options *p2p_opts);");
     char *sc = read_out(dir, "stubs.c");
     /* The function under its own name and signature. */
     ASSERT_STR_CONTAINS(sc, "int p2prpc_format(const char *label, char **text, double value, "
-                            "int decimals, long big, bool percent, int *length, bool *ok, "
+                            "int decimals, long big,\n"
+                            "                  bool percent, int *length, bool *ok, "
                             "p2p_file *report) {");
     ASSERT_STR_CONTAINS(sc, "p2p_rc = p2p_value_set_string(&p2p_args[0], label, &p2p_err);");
     ASSERT_STR_CONTAINS(sc, "p2p_value_set_int64(&p2p_args[2], decimals);");

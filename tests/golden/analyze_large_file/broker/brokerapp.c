@@ -20,8 +20,7 @@ static const p2p_param p2p_out_p2prpc_analyze_large_file[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_analyze_large_file",
-     p2p_in_p2prpc_analyze_large_file, 2,
+    {"p2prpc_analyze_large_file", p2p_in_p2prpc_analyze_large_file, 2,
      p2p_out_p2prpc_analyze_large_file, 3},
 };
 

@@ -23,8 +23,7 @@ static const p2p_param p2p_out_p2prpc_analyze_large_file[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_analyze_large_file",
-     p2p_in_p2prpc_analyze_large_file, 2,
+    {"p2prpc_analyze_large_file", p2p_in_p2prpc_analyze_large_file, 2,
      p2p_out_p2prpc_analyze_large_file, 3},
 };
 
@@ -32,7 +31,8 @@ static const p2p_stub_function p2p_functions[] = {
 
 /* ---- p2prpc_analyze_large_file ---- */
 
-p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2, const p2p_call_options *p2p_opts) {
+p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2,
+                                            const p2p_call_options *p2p_opts) {
     p2p_value p2p_args[2];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
@@ -50,7 +50,9 @@ p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2,
     return p2p_stub_submit(&p2p_functions[0], P2PRPC_DEFAULT_DISCOVERY, p2p_args, p2p_opts);
 }
 
-int p2prpc_analyze_large_file_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, p2p_file *results_file1, p2p_file *results_file2, int64_t *res_var) {
+int p2prpc_analyze_large_file_get(p2p_future *p2p_f, int64_t p2p_timeout_ms,
+                                  p2p_file *results_file1, p2p_file *results_file2,
+                                  int64_t *res_var) {
     const p2p_value *p2p_out = NULL;
     int p2p_rc = p2p_stub_get(p2p_f, p2p_timeout_ms, 3, &p2p_out);
     if (p2p_rc != 0)
@@ -61,7 +63,8 @@ int p2prpc_analyze_large_file_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, p2p
     return p2p_rc;
 }
 
-int p2prpc_analyze_large_file(p2p_file video_handle, int64_t arg2, p2p_file *results_file1, p2p_file *results_file2, int64_t *res_var) {
+int p2prpc_analyze_large_file(p2p_file video_handle, int64_t arg2, p2p_file *results_file1,
+                              p2p_file *results_file2, int64_t *res_var) {
     p2p_future *p2p_f = p2prpc_analyze_large_file_async(video_handle, arg2, NULL);
     if (p2p_f == NULL)
         return p2p_stub_last_code();

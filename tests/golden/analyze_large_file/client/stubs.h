@@ -20,11 +20,14 @@
 /* Submits p2prpc_analyze_large_file and returns its future at once (the caller frees it
  * with p2p_future_free), or NULL (p2p_stub_last_error() says why).
  * `p2p_opts` (progress callbacks; may be NULL) is borrowed until then. */
-p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2, const p2p_call_options *p2p_opts);
+p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2,
+                                            const p2p_call_options *p2p_opts);
 
 /* Waits for a future of p2prpc_analyze_large_file_async (at most p2p_timeout_ms; < 0 = no
  * limit) and stores its outputs; file paths are borrowed until
  * p2p_future_free. Returns 0 or a negative P2P_E* code. */
-int p2prpc_analyze_large_file_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, p2p_file *results_file1, p2p_file *results_file2, int64_t *res_var);
+int p2prpc_analyze_large_file_get(p2p_future *p2p_f, int64_t p2p_timeout_ms,
+                                  p2p_file *results_file1, p2p_file *results_file2,
+                                  int64_t *res_var);
 
 #endif

@@ -25,15 +25,15 @@ static const p2p_param p2p_out_p2prpc_analyze_large_file[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_analyze_large_file",
-     p2p_in_p2prpc_analyze_large_file, 2,
+    {"p2prpc_analyze_large_file", p2p_in_p2prpc_analyze_large_file, 2,
      p2p_out_p2prpc_analyze_large_file, 3},
 };
 
 #define N_FUNCTIONS (sizeof(p2p_functions) / sizeof(p2p_functions[0]))
 
 /* p2prpc_analyze_large_file: the arguments out of their values, the call, the outputs back. */
-static int invoke_p2prpc_analyze_large_file(const p2p_value *p2p_in, p2p_value *p2p_out, const char *p2p_dir) {
+static int invoke_p2prpc_analyze_large_file(const p2p_value *p2p_in, p2p_value *p2p_out,
+                                            const char *p2p_dir) {
     (void)p2p_dir;
     int p2p_rc = 0;
     p2p_file video_handle = p2p_stub_in_file(&p2p_in[0]);
@@ -42,7 +42,8 @@ static int invoke_p2prpc_analyze_large_file(const p2p_value *p2p_in, p2p_value *
     p2p_file results_file2 = {0};
     int64_t res_var = 0;
     if (p2p_rc == 0)
-        p2p_rc = p2prpc_analyze_large_file(video_handle, arg2, &results_file1, &results_file2, &res_var);
+        p2p_rc = p2prpc_analyze_large_file(video_handle, arg2, &results_file1, &results_file2,
+                                           &res_var);
     if (p2p_rc == 0)
         p2p_rc = p2p_stub_out_file(&p2p_out[0], "results_file1", &results_file1);
     if (p2p_rc == 0)

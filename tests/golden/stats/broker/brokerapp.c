@@ -36,15 +36,9 @@ static const p2p_param p2p_out_p2prpc_divide[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_summarize",
-     p2p_in_p2prpc_summarize, 1,
-     p2p_out_p2prpc_summarize, 3},
-    {"p2prpc_format_value",
-     p2p_in_p2prpc_format_value, 4,
-     p2p_out_p2prpc_format_value, 2},
-    {"p2prpc_divide",
-     p2p_in_p2prpc_divide, 2,
-     p2p_out_p2prpc_divide, 1},
+    {"p2prpc_summarize", p2p_in_p2prpc_summarize, 1, p2p_out_p2prpc_summarize, 3},
+    {"p2prpc_format_value", p2p_in_p2prpc_format_value, 4, p2p_out_p2prpc_format_value, 2},
+    {"p2prpc_divide", p2p_in_p2prpc_divide, 2, p2p_out_p2prpc_divide, 1},
 };
 
 #define N_FUNCTIONS (sizeof(p2p_functions) / sizeof(p2p_functions[0]))

@@ -39,15 +39,9 @@ static const p2p_param p2p_out_p2prpc_divide[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_summarize",
-     p2p_in_p2prpc_summarize, 1,
-     p2p_out_p2prpc_summarize, 3},
-    {"p2prpc_format_value",
-     p2p_in_p2prpc_format_value, 4,
-     p2p_out_p2prpc_format_value, 2},
-    {"p2prpc_divide",
-     p2p_in_p2prpc_divide, 2,
-     p2p_out_p2prpc_divide, 1},
+    {"p2prpc_summarize", p2p_in_p2prpc_summarize, 1, p2p_out_p2prpc_summarize, 3},
+    {"p2prpc_format_value", p2p_in_p2prpc_format_value, 4, p2p_out_p2prpc_format_value, 2},
+    {"p2prpc_divide", p2p_in_p2prpc_divide, 2, p2p_out_p2prpc_divide, 1},
 };
 
 #define N_FUNCTIONS (sizeof(p2p_functions) / sizeof(p2p_functions[0]))
@@ -70,7 +64,8 @@ p2p_future *p2prpc_summarize_async(p2p_file numbers, const p2p_call_options *p2p
     return p2p_stub_submit(&p2p_functions[0], P2PRPC_DEFAULT_DISCOVERY, p2p_args, p2p_opts);
 }
 
-int p2prpc_summarize_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, double *mean, double *stddev, int64_t *count) {
+int p2prpc_summarize_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, double *mean, double *stddev,
+                         int64_t *count) {
     const p2p_value *p2p_out = NULL;
     int p2p_rc = p2p_stub_get(p2p_f, p2p_timeout_ms, 3, &p2p_out);
     if (p2p_rc != 0)
@@ -92,7 +87,8 @@ int p2prpc_summarize(p2p_file numbers, double *mean, double *stddev, int64_t *co
 
 /* ---- p2prpc_format_value ---- */
 
-p2p_future *p2prpc_format_value_async(const char *label, double value, int decimals, bool percent, const p2p_call_options *p2p_opts) {
+p2p_future *p2prpc_format_value_async(const char *label, double value, int decimals, bool percent,
+                                      const p2p_call_options *p2p_opts) {
     p2p_value p2p_args[4];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
@@ -130,7 +126,8 @@ int p2prpc_format_value_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, char **te
     return p2p_rc;
 }
 
-int p2prpc_format_value(const char *label, double value, int decimals, bool percent, char **text, int *length) {
+int p2prpc_format_value(const char *label, double value, int decimals, bool percent, char **text,
+                        int *length) {
     p2p_future *p2p_f = p2prpc_format_value_async(label, value, decimals, percent, NULL);
     if (p2p_f == NULL)
         return p2p_stub_last_code();
@@ -145,7 +142,8 @@ int p2prpc_format_value(const char *label, double value, int decimals, bool perc
 
 /* ---- p2prpc_divide ---- */
 
-p2p_future *p2prpc_divide_async(double numerator, double denominator, const p2p_call_options *p2p_opts) {
+p2p_future *p2prpc_divide_async(double numerator, double denominator,
+                                const p2p_call_options *p2p_opts) {
     p2p_value p2p_args[2];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;

@@ -25,12 +25,14 @@ p2p_future *p2prpc_summarize_async(p2p_file numbers, const p2p_call_options *p2p
 /* Waits for a future of p2prpc_summarize_async (at most p2p_timeout_ms; < 0 = no
  * limit) and stores its outputs; file paths are borrowed until
  * p2p_future_free. Returns 0 or a negative P2P_E* code. */
-int p2prpc_summarize_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, double *mean, double *stddev, int64_t *count);
+int p2prpc_summarize_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, double *mean, double *stddev,
+                         int64_t *count);
 
 /* Submits p2prpc_format_value and returns its future at once (the caller frees it
  * with p2p_future_free), or NULL (p2p_stub_last_error() says why).
  * `p2p_opts` (progress callbacks; may be NULL) is borrowed until then. */
-p2p_future *p2prpc_format_value_async(const char *label, double value, int decimals, bool percent, const p2p_call_options *p2p_opts);
+p2p_future *p2prpc_format_value_async(const char *label, double value, int decimals, bool percent,
+                                      const p2p_call_options *p2p_opts);
 
 /* Waits for a future of p2prpc_format_value_async (at most p2p_timeout_ms; < 0 = no
  * limit) and stores its outputs; file paths are borrowed until
@@ -40,7 +42,8 @@ int p2prpc_format_value_get(p2p_future *p2p_f, int64_t p2p_timeout_ms, char **te
 /* Submits p2prpc_divide and returns its future at once (the caller frees it
  * with p2p_future_free), or NULL (p2p_stub_last_error() says why).
  * `p2p_opts` (progress callbacks; may be NULL) is borrowed until then. */
-p2p_future *p2prpc_divide_async(double numerator, double denominator, const p2p_call_options *p2p_opts);
+p2p_future *p2prpc_divide_async(double numerator, double denominator,
+                                const p2p_call_options *p2p_opts);
 
 /* Waits for a future of p2prpc_divide_async (at most p2p_timeout_ms; < 0 = no
  * limit) and stores its outputs; file paths are borrowed until

@@ -41,21 +41,16 @@ static const p2p_param p2p_out_p2prpc_divide[] = {
 };
 
 static const p2p_stub_function p2p_functions[] = {
-    {"p2prpc_summarize",
-     p2p_in_p2prpc_summarize, 1,
-     p2p_out_p2prpc_summarize, 3},
-    {"p2prpc_format_value",
-     p2p_in_p2prpc_format_value, 4,
-     p2p_out_p2prpc_format_value, 2},
-    {"p2prpc_divide",
-     p2p_in_p2prpc_divide, 2,
-     p2p_out_p2prpc_divide, 1},
+    {"p2prpc_summarize", p2p_in_p2prpc_summarize, 1, p2p_out_p2prpc_summarize, 3},
+    {"p2prpc_format_value", p2p_in_p2prpc_format_value, 4, p2p_out_p2prpc_format_value, 2},
+    {"p2prpc_divide", p2p_in_p2prpc_divide, 2, p2p_out_p2prpc_divide, 1},
 };
 
 #define N_FUNCTIONS (sizeof(p2p_functions) / sizeof(p2p_functions[0]))
 
 /* p2prpc_summarize: the arguments out of their values, the call, the outputs back. */
-static int invoke_p2prpc_summarize(const p2p_value *p2p_in, p2p_value *p2p_out, const char *p2p_dir) {
+static int invoke_p2prpc_summarize(const p2p_value *p2p_in, p2p_value *p2p_out,
+                                   const char *p2p_dir) {
     (void)p2p_dir;
     int p2p_rc = 0;
     p2p_file numbers = p2p_stub_in_file(&p2p_in[0]);
@@ -74,7 +69,8 @@ static int invoke_p2prpc_summarize(const p2p_value *p2p_in, p2p_value *p2p_out, 
 }
 
 /* p2prpc_format_value: the arguments out of their values, the call, the outputs back. */
-static int invoke_p2prpc_format_value(const p2p_value *p2p_in, p2p_value *p2p_out, const char *p2p_dir) {
+static int invoke_p2prpc_format_value(const p2p_value *p2p_in, p2p_value *p2p_out,
+                                      const char *p2p_dir) {
     (void)p2p_dir;
     int p2p_rc = 0;
     const char *label = p2p_in[0].as.str;
