@@ -177,17 +177,40 @@ static const char progress_code[] =
     "static const p2p_call_options progress_bar = {.on_progress = show_progress,\n"
     "                                              .on_upload = show_upload};\n";
 
+/* {"NAME", "ARG(type) ...", run_NAME}, wrapped at 100 columns. */
+static void table_entry(p2p__cg_buf *b, const p2p_cg_function *f) {
+    p2p__cg_buf args = {0};
+    for (size_t j = 0, k = 0; j < f->n_params; j++) {
+        if (f->params[j].output)
+            continue;
+        p2p__cg_printf(&args, "%s", k++ ? " " : "");
+        placeholder(&args, &f->params[j]);
+        p2p__cg_printf(&args, "(%s)", p2p_type_name(f->params[j].type));
+    }
+    p2p__cg_printf(b, "    {");
+    size_t open = p2p__cg_column(b);
+    p2p__cg_item(b, open, true, "\"%s\"", f->name);
+    if (args.failed)
+        b->failed = true;
+    else
+        p2p__cg_item(b, open, false, "\"%s\"", args.data ? args.data : "");
+    p2p__cg_item(b, open, false, "run_%s", f->name);
+    p2p__cg_printf(b, "},\n");
+    p2p__cg_buf_cleanup(&args);
+}
+
 static void main_fn(p2p__cg_buf *b, const p2p_cg_header *h) {
-    p2p__cg_printf(b, "\nstatic const struct {\n    const char *name;\n"
+    p2p__cg_printf(b, "\nstatic const struct {\n    const char *name;\n    const char *args;\n"
                       "    int (*run)(int argc, char **argv);\n} functions[] = {\n");
     for (size_t i = 0; i < h->n_functions; i++)
-        p2p__cg_printf(b, "    {\"%s\", run_%s},\n", h->functions[i].name, h->functions[i].name);
+        table_entry(b, &h->functions[i]);
     p2p__cg_printf(b,
                    "};\n\n"
                    "static void usage(FILE *out) {\n"
                    "    fprintf(out, \"usage: clientapp FUNCTION ARGUMENTS...\\nfunctions:\\n\");\n"
                    "    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)\n"
-                   "        fprintf(out, \"  %%s\\n\", functions[i].name);\n"
+                   "        fprintf(out, \"  %%s %%s\\n\", functions[i].name, functions[i].args);\n"
+                   "    fprintf(out, \"A file argument is a path; a bool is true or false.\\n\");\n"
                    "}\n\n"
                    "int main(int argc, char **argv) {\n"
                    "    if (argc < 2 || strcmp(argv[1], \"--help\") == 0) {\n"

@@ -138,6 +138,12 @@ client analyze_large_file p2prpc_analyze_large_file "$input" seven
 [ "$status" -eq 2 ] || fail "a non-integer exited $status"
 
 # ---- stats: several functions, strings and doubles, failures.
+client stats --help
+[ "$status" -eq 0 ] || fail "clientapp --help exited $status"
+expect_out "  p2prpc_divide NUMERATOR(double) DENOMINATOR(double)"
+client stats p2prpc_nothing 1
+[ "$status" -eq 2 ] || fail "an unknown function exited $status"
+expect_err "clientapp: unknown function 'p2prpc_nothing'"
 printf '1\n2\n\n3\n4\n' >"$work/numbers.txt"
 client stats p2prpc_summarize "$work/numbers.txt"
 [ "$status" -eq 0 ] || fail "summarize exited $status: $(cat "$work/err")"

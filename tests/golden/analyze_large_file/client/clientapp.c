@@ -89,15 +89,17 @@ static int run_p2prpc_analyze_large_file(int argc, char **argv) {
 
 static const struct {
     const char *name;
+    const char *args;
     int (*run)(int argc, char **argv);
 } functions[] = {
-    {"p2prpc_analyze_large_file", run_p2prpc_analyze_large_file},
+    {"p2prpc_analyze_large_file", "VIDEO_HANDLE(file) ARG2(int64)", run_p2prpc_analyze_large_file},
 };
 
 static void usage(FILE *out) {
     fprintf(out, "usage: clientapp FUNCTION ARGUMENTS...\nfunctions:\n");
     for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)
-        fprintf(out, "  %s\n", functions[i].name);
+        fprintf(out, "  %s %s\n", functions[i].name, functions[i].args);
+    fprintf(out, "A file argument is a path; a bool is true or false.\n");
 }
 
 int main(int argc, char **argv) {

@@ -155,17 +155,20 @@ static int run_p2prpc_divide(int argc, char **argv) {
 
 static const struct {
     const char *name;
+    const char *args;
     int (*run)(int argc, char **argv);
 } functions[] = {
-    {"p2prpc_summarize", run_p2prpc_summarize},
-    {"p2prpc_format_value", run_p2prpc_format_value},
-    {"p2prpc_divide", run_p2prpc_divide},
+    {"p2prpc_summarize", "NUMBERS(file)", run_p2prpc_summarize},
+    {"p2prpc_format_value", "LABEL(string) VALUE(double) DECIMALS(int64) PERCENT(bool)",
+     run_p2prpc_format_value},
+    {"p2prpc_divide", "NUMERATOR(double) DENOMINATOR(double)", run_p2prpc_divide},
 };
 
 static void usage(FILE *out) {
     fprintf(out, "usage: clientapp FUNCTION ARGUMENTS...\nfunctions:\n");
     for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)
-        fprintf(out, "  %s\n", functions[i].name);
+        fprintf(out, "  %s %s\n", functions[i].name, functions[i].args);
+    fprintf(out, "A file argument is a path; a bool is true or false.\n");
 }
 
 int main(int argc, char **argv) {
