@@ -115,7 +115,8 @@ static void get_outputs(p2p__cg_buf *b, const p2p_cg_function *f) {
 }
 
 static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
-    p2p__cg_printf(b, "\nstatic int run_%s(int argc, char **argv) {\n", f->name);
+    p2p__cg_printf(b, "\nstatic int run_%s(int argc, char **argv) {\n%s", f->name,
+                   p2p__cg_count(f, false) ? "" : "    (void)argv;\n");
     usage_check(b, f);
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (!f->params[i].output)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The product's front door, end to end with real processes: install p2prpc
 # into a scratch prefix, generate the broker, worker and client of BOTH
-# examples with the installed `p2prpc`, build the six projects with CMake
-# against the prefix (warnings as errors), start each example's broker (SQLite,
-# 127.0.0.1:0) and worker, then call the functions through the generated
-# clientapp and through a user's own program linking the stubs: results,
-# failure paths (p2p_fail messages), and a second identical call answered from
-# the client's cache.
+# examples (and of a fixture with every type) with the installed `p2prpc`,
+# build the nine projects with CMake against the prefix (warnings as errors),
+# start each one's broker (SQLite, 127.0.0.1:0) and worker, then call the
+# functions through the generated clientapp and through a user's own program
+# linking the stubs: results, failure paths (p2p_fail messages), and a second
+# identical call answered from the client's cache.
 set -euo pipefail
 : "${P2PRPC_SOURCE_DIR:?}" "${P2PRPC_BUILD_DIR:?}" "${P2PRPC_TEST_TMP:?}"
 mkdir -p "$P2PRPC_TEST_TMP"
@@ -43,10 +43,21 @@ build() { # build DIR: configure and build a generated project against the prefi
     cmake --build "$1/build" -j "$jobs" >"$1.build.log" 2>&1 ||
         fail "build $1: $(grep -m5 -E 'error|warning' "$1.build.log")"
 }
-for ex in analyze_large_file stats; do
+# Every type in every position (tests/integration/codegen_types/), as a user
+# would generate it: from the header's own directory.
+mkdir -p "$work/types-src"
+cp "$P2PRPC_SOURCE_DIR"/tests/integration/codegen_types/types.[ch] "$work/types-src/"
+echo "http://127.0.0.1:1" >"$work/types-src/discovery.txt"
+(cd "$work/types-src" &&
+    "$prefix/bin/p2prpc" generate-broker types.h --out "$work/gen/types/broker" >/dev/null &&
+    "$prefix/bin/p2prpc" generate-worker types.h discovery.txt --sources types.c \
+        --out "$work/gen/types/worker" >/dev/null &&
+    "$prefix/bin/p2prpc" generate-client types.h discovery.txt --out "$work/gen/types/client" \
+        >/dev/null) || fail "generate the types fixture"
+for ex in analyze_large_file stats types; do
     for part in broker worker client; do build "$work/gen/$ex/$part"; done
 done
-echo "six generated projects built"
+echo "nine generated projects built"
 
 # wait_line FILE REGEX: the program's start line, bounded (a loaded machine is slow).
 wait_line() {
@@ -71,6 +82,7 @@ start() { # start EXAMPLE: its broker, a discovery file naming it, its worker
 }
 start analyze_large_file
 start stats
+start types
 
 # The generated broker and worker agree with the schema written by hand in the
 # example (names, types, order) and with each other (fingerprint).
@@ -171,6 +183,24 @@ expect_err "division by zero"
 client stats p2prpc_divide 7 2
 expect_out "quotient = 3.5"
 grep -q '(cached)' "$work/out" || fail "second divide 7 2 not cached: $(cat "$work/out")"
+
+# ---- every type both ways, outputs declared between inputs, no input at all.
+printf 'payload' >"$work/g.bin"
+client types p2prpc_echo 5 -3 7 1.5 true "héllo wörld" "$work/g.bin"
+[ "$status" -eq 0 ] || fail "echo exited $status: $(cat "$work/err")"
+expect_out "a1 = 6"
+expect_out "b2 = -6"
+expect_out "c1 = 6"
+expect_out "d2 = 0.75"
+expect_out "not_e = false"
+expect_out "f1 = héllo wörld!"
+g1=$(sed -n 's/^g1 = //p' "$work/out")
+[ "$(cat "$g1")" = "payload#" ] || fail "g1 holds: $(cat "$g1")"
+client types p2prpc_echo 5 3000000000 7 1.5 true x "$work/g.bin"
+[ "$status" -eq 2 ] || fail "an int out of range exited $status"
+client types p2prpc_answer
+[ "$status" -eq 0 ] || fail "answer exited $status: $(cat "$work/err")"
+expect_out "answer = 42"
 
 # ---- a user's own program: the call sites of the local functions, run remotely.
 cs=$work/callsite
