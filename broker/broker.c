@@ -279,6 +279,19 @@ static int open_identity(p2p_broker *b, p2p_error *err) {
     return rc;
 }
 
+/* The blob backend goes with the store: GridFS in the MongoDB database that
+ * the brokers share (uploads are received in BLOBS_DIR/tmp), else the disk. */
+static int open_blobs(p2p_broker *b, p2p_error *err) {
+    bool durable = b->opts.sync == P2P_STORE_SYNC_FULL;
+    if (strcmp(p2p_store_backend(b->store), "mongodb") != 0)
+        return p2p_blobstore_open(b->blobs_dir, durable, &b->blobs, err);
+    char *tmp = p2p_fs_join(b->blobs_dir, "tmp");
+    int rc = tmp != NULL ? p2p_blobstore_open_gridfs(b->store_loc, tmp, durable, &b->blobs, err)
+                         : p2p_error_set(err, P2P_ENOMEM, NULL);
+    free(tmp);
+    return rc;
+}
+
 static int open_storage(p2p_broker *b, p2p_error *err) {
     p2p_store_options so;
     p2p_store_options_init(&so);
@@ -292,7 +305,7 @@ static int open_storage(p2p_broker *b, p2p_error *err) {
     so.on_change_ctx = b;
     int rc = p2p_store_open(b->store_loc, &so, &b->store, err);
     if (rc == 0)
-        rc = p2p_blobstore_open(b->blobs_dir, b->opts.sync == P2P_STORE_SYNC_FULL, &b->blobs, err);
+        rc = open_blobs(b, err);
     if (rc == 0 && b->secret != NULL) {
         p2p_error e = {0};
         b->verifier =
@@ -386,9 +399,11 @@ int p2p_broker_start(p2p_broker *b, p2p_error *err) {
         close_all(b);
         return rc;
     }
-    P2P_INFO("broker %s: %zu function(s), store %s, blobs %s, lease %lld ms", b->node_id,
-             p2p_registry_count(b->registry), b->store_loc, b->blobs_dir,
-             (long long)b->opts.lease_ms);
+    P2P_INFO("broker %s: %zu function(s), store %s, blobs %s (%s), lease %lld ms", b->node_id,
+             p2p_registry_count(b->registry),
+             /* A MongoDB URI may carry a password: only its backend is said. */
+             strcmp(p2p_store_backend(b->store), "mongodb") == 0 ? "mongodb" : b->store_loc,
+             b->blobs_dir, p2p_blobstore_backend(b->blobs), (long long)b->opts.lease_ms);
     return 0;
 }
 

@@ -22,6 +22,8 @@ static const char usage_text[] =
     "  --data-dir DIR         node data directory (default $P2PRPC_HOME, $XDG_DATA_HOME/p2prpc\n"
     "                         or ~/.local/share/p2prpc)\n"
     "  --store sqlite:PATH    call store (default sqlite:DATA_DIR/broker.db)\n"
+    "  --store mongodb://HOST:PORT/DB[?OPTIONS]\n"
+    "                         calls and blobs (GridFS) in MongoDB, shared by brokers\n"
     "  --blobs DIR            blob directory (default DATA_DIR/blobs)\n"
     "  --schema FILE          JSON schema(s) of functions to serve (repeatable)\n"
     "  --secret-file FILE     require requests signed with this shared secret\n"

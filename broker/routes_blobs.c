@@ -53,21 +53,45 @@ void p2p__route_blob_put(p2p_http_request *req, void *ctx) {
         json_pack("{s:s, s:I, s:b}", "hash", hash, "size", (json_int_t)size, "created", created));
 }
 
-static int open_blob(p2p_http_request *req, p2p_broker *b, const char *hash, int *fd,
+static int open_blob(p2p_http_request *req, p2p_broker *b, const char *hash, p2p_blob_reader **r,
                      uint64_t *size) {
     p2p_error err = {0};
-    int rc = p2p_blobstore_open_blob(b->blobs, hash, fd, size, &err);
+    int rc = p2p_blobstore_read(b->blobs, hash, r, size, &err);
     if (rc != 0)
         p2p_http_respond_err(req, &err);
     return rc;
 }
 
+static int64_t read_blob(void *ctx, uint64_t offset, char *buf, size_t max) {
+    p2p_error err = {0};
+    int64_t got = p2p_blob_reader_pread(ctx, buf, max, offset, &err);
+    if (got < 0)
+        P2P_WARN("blobs: a download stopped: %s", err.msg);
+    return got;
+}
+
+static void free_reader(void *ctx) {
+    p2p_blob_reader_free(ctx);
+}
+
+/* Sends the blob of `r` (taken): its file with sendfile when the backend
+ * has one, else piece by piece from the reader. */
+static void send_blob(p2p_http_request *req, p2p_blob_reader *r, uint64_t size) {
+    int fd = p2p_blob_reader_take_fd(r);
+    if (fd >= 0) {
+        p2p_blob_reader_free(r);
+        p2p_http_respond_file_range(req, fd, "application/octet-stream");
+        return;
+    }
+    p2p_http_respond_stream_range(req, size, read_blob, r, free_reader, "application/octet-stream");
+}
+
 void p2p__route_blob_head(p2p_http_request *req, void *ctx) {
     p2p_broker *b = ctx;
     const char *hash = blob_hash(req);
-    int fd = -1;
+    p2p_blob_reader *r = NULL;
     uint64_t size = 0;
-    if (hash == NULL || open_blob(req, b, hash, &fd, &size) != 0)
+    if (hash == NULL || open_blob(req, b, hash, &r, &size) != 0)
         return;
     /* A client asks before uploading: the blob is about to be used, so the
      * sweep of unreferenced blobs must spare it for another period. */
@@ -75,18 +99,18 @@ void p2p__route_blob_head(p2p_http_request *req, void *ctx) {
         P2P_DEBUG("blobs: cannot touch %s", hash);
     /* libmicrohttpd sends the headers of this response (Content-Length =
      * size) without its body, since the request is a HEAD. */
-    p2p_http_respond_file(req, 200, fd, 0, size, "application/octet-stream");
+    send_blob(req, r, size);
 }
 
 void p2p__route_blob_get(p2p_http_request *req, void *ctx) {
     p2p_broker *b = ctx;
     const char *hash = blob_hash(req);
-    int fd = -1;
+    p2p_blob_reader *r = NULL;
     uint64_t size = 0;
-    if (hash == NULL || open_blob(req, b, hash, &fd, &size) != 0)
+    if (hash == NULL || open_blob(req, b, hash, &r, &size) != 0)
         return;
     p2p_metrics_add(b->metrics, P2P_METRIC_BLOB_GETS, 1);
-    p2p_http_respond_file_range(req, fd, "application/octet-stream");
+    send_blob(req, r, size);
 }
 
 void p2p__route_blob_delete(p2p_http_request *req, void *ctx) {

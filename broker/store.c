@@ -2,6 +2,7 @@
 
 #include "hash.h"
 #include "store_internal.h"
+#include "store_mongo.h"
 #include "store_sqlite.h"
 
 #include <errno.h>
@@ -207,7 +208,7 @@ int p2p_store_open(const char *location, const p2p_store_options *opts, p2p_stor
     if (location == NULL || location[0] == '\0')
         return p2p_error_set(err, P2P_EINVAL, "store location missing");
     if (strncmp(location, "mongodb://", 10) == 0 || strncmp(location, "mongodb+srv://", 14) == 0)
-        return p2p_error_set(err, P2P_EINVAL, "the MongoDB store backend is not built yet");
+        return p2p_store_mongo_open(location, opts, out, err);
     if (strncmp(location, "sqlite:", 7) == 0)
         location += 7;
     return p2p_store_sqlite_open(location, opts, out, err);

@@ -137,9 +137,10 @@ typedef struct p2p_store p2p_store;
 
 /* Opens the store at `location`: "sqlite:PATH" or a plain PATH opens (creating
  * it and its directory when missing) the SQLite database at PATH;
- * "mongodb://..." is reserved for the MongoDB backend and gives P2P_EINVAL
- * until it is built. `opts` is copied; NULL means the defaults. On success
- * `*out` is a new store the caller frees with p2p_store_free(). Errors:
+ * "mongodb://HOST:PORT/DB?options" (or "mongodb+srv://...") opens the
+ * MongoDB store of store_mongo.h, whose errors add P2P_EUNAVAIL (the
+ * database cannot be reached). `opts` is copied; NULL means the defaults. On
+ * success `*out` is a new store the caller frees with p2p_store_free(). Errors:
  * P2P_EINVAL (bad location or options), P2P_ESTORE (the database cannot be
  * opened, is not a p2prpc store, or is from a newer release). */
 int p2p_store_open(const char *location, const p2p_store_options *opts, p2p_store **out,
@@ -149,7 +150,7 @@ int p2p_store_open(const char *location, const p2p_store_options *opts, p2p_stor
  * other thread may use `store` once this is called. */
 void p2p_store_free(p2p_store *store);
 
-/* Returns the backend's name ("sqlite"). */
+/* Returns the backend's name ("sqlite" or "mongodb"). */
 const char *p2p_store_backend(const p2p_store *store);
 
 /* What p2p_store_create() stores. Every pointer is borrowed for the call. */

@@ -24,7 +24,7 @@ foreach(part ${P2P_LIBRARY_PARTS})
 endforeach()
 target_link_libraries(p2prpc INTERFACE
     PkgConfig::MHD PkgConfig::CURL PkgConfig::JANSSON PkgConfig::SQLITE
-    PkgConfig::OPENSSL PkgConfig::UUID Threads::Threads)
+    PkgConfig::OPENSSL PkgConfig::UUID PkgConfig::MONGOC Threads::Threads)
 
 get_property(P2P_PUBLIC_HEADERS GLOBAL PROPERTY P2P_PUBLIC_HEADERS)
 install(FILES ${P2P_PUBLIC_HEADERS} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/p2prpc)

@@ -37,15 +37,19 @@ static void cmakelists(p2p__cg_buf *b, const p2p_cg_header *h) {
                       "target_link_libraries(brokerapp PRIVATE p2prpc::p2prpc)\n");
 }
 
-/* The broker over MongoDB: a named volume for the database, a healthcheck
- * the broker waits on, and the network the workers' compose file joins. */
+/* Brokers over MongoDB: a named volume for the database, a healthcheck the
+ * brokers wait on, brokers that scale (each its own node identity, the
+ * calls and blobs in MongoDB), and the network the workers' compose file
+ * joins. */
 static void compose(p2p__cg_buf *b, const p2p_cg_header *h) {
     p2p__cg_banner_hash(b, h);
     p2p__cg_printf(
         b,
-        "# The broker of %s over MongoDB. Start: P2PRPC_SOURCE=PATH/TO/p2prpc\n"
-        "#   docker compose -f broker.docker-compose.yml up -d\n"
-        "# Workers join the network \"p2prpc\" and reach the broker at http://broker:8470.\n"
+        "# The broker of %s over MongoDB (docs/store.md). Start, scaled to two brokers:\n"
+        "#   P2PRPC_SOURCE=PATH/TO/p2prpc docker compose -f broker.docker-compose.yml \\\n"
+        "#     up -d --scale broker=2\n"
+        "# Every broker serves every call and blob. Workers join the network \"p2prpc\"\n"
+        "# and reach a broker at http://broker:8470.\n"
         "services:\n"
         "  mongo:\n"
         "    image: mongo:7\n"
@@ -59,33 +63,36 @@ static void compose(p2p__cg_buf *b, const p2p_cg_header *h) {
         "\"db.adminCommand('ping').ok\"]\n"
         "      interval: 10s\n"
         "      timeout: 5s\n"
-        "      retries: 12\n"
-        "  broker:\n"
-        "    image: p2prpc-brokerapp\n"
-        "    build:\n"
-        "      context: .\n"
-        "      additional_contexts:\n"
-        "        p2prpc: ${P2PRPC_SOURCE:?set P2PRPC_SOURCE to the p2prpc source tree}\n"
-        "    restart: unless-stopped\n"
-        "    command: [\"--listen\", \"0.0.0.0:8470\", \"--store\", "
-        "\"mongodb://mongo:27017/p2prpc\",\n"
-        "              \"--public-url\", \"http://broker:8470\"]\n"
-        "    depends_on:\n"
-        "      mongo:\n"
-        "        condition: service_healthy\n"
-        "    ports:\n"
-        "      - \"8470:8470\"\n"
-        "    volumes:\n"
-        "      - broker-data:/data\n"
-        "    networks:\n"
-        "      - p2prpc\n"
-        "volumes:\n"
-        "  mongo-data:\n"
-        "  broker-data:\n"
-        "networks:\n"
-        "  p2prpc:\n"
-        "    name: p2prpc\n",
+        "      retries: 12\n",
         p2p__cg_basename(h->path));
+    p2p__cg_printf(b,
+                   "  broker:\n"
+                   "    image: p2prpc-brokerapp\n"
+                   "    build:\n"
+                   "      context: .\n"
+                   "      additional_contexts:\n"
+                   "        p2prpc: ${P2PRPC_SOURCE:?set P2PRPC_SOURCE to the p2prpc source tree}\n"
+                   "    restart: unless-stopped\n"
+                   "    command: [\"--listen\", \"0.0.0.0:8470\", \"--store\", "
+                   "\"mongodb://mongo:27017/p2prpc\",\n"
+                   "              \"--public-url\", \"http://broker:8470\"]\n"
+                   "    depends_on:\n"
+                   "      mongo:\n"
+                   "        condition: service_healthy\n"
+                   "    ports:\n"
+                   "      - \"8470-8479:8470\"\n"
+                   "    healthcheck:\n"
+                   "      test: [\"CMD\", \"curl\", \"-fsS\", \"http://127.0.0.1:8470/health\"]\n"
+                   "      interval: 10s\n"
+                   "      timeout: 5s\n"
+                   "      retries: 3\n"
+                   "    networks:\n"
+                   "      - p2prpc\n"
+                   "volumes:\n"
+                   "  mongo-data:\n"
+                   "networks:\n"
+                   "  p2prpc:\n"
+                   "    name: p2prpc\n");
 }
 
 int p2p_cg_generate_broker(const p2p_cg_header *h, const p2p_cg_options *opts, p2p_error *err) {

@@ -21,7 +21,7 @@
  * program needs (the test tools excepted); the compose test checks that each
  * is still listed there. */
 static const char *const docker_packages[] = {
-    "build-essential cmake pkg-config git ca-certificates",
+    "build-essential cmake pkg-config git ca-certificates curl",
     "libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev",
     "libmongoc-dev libbson-dev libsqlite3-dev libssl-dev uuid-dev",
 };

@@ -129,6 +129,37 @@ p2p_http_range_result p2p_http_range_parse(const char *value, uint64_t size, uin
     return P2P_HTTP_RANGE_PARTIAL;
 }
 
+/* Sets Accept-Ranges and, for a range, Content-Range for a body of `size`
+ * bytes. Returns the part to send in `*off`, `*len` and the status in
+ * `*status`, or false after answering (416, or out of memory). */
+static bool range_prepare(p2p_http_request *req, uint64_t size, uint64_t *off, uint64_t *len,
+                          unsigned *status) {
+    *off = 0;
+    *len = size;
+    p2p_http_range_result r =
+        p2p_http_range_parse(p2p_http_request_header(req, "Range"), size, off, len);
+    char cr[96] = "";
+    if (r == P2P_HTTP_RANGE_PARTIAL)
+        snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, *off, *off + *len - 1,
+                 size);
+    else if (r == P2P_HTTP_RANGE_UNSATISFIABLE)
+        snprintf(cr, sizeof(cr), "bytes */%" PRIu64, size);
+    int rc = p2p_http_response_header(req, "Accept-Ranges", "bytes");
+    if (rc == 0 && cr[0] != '\0')
+        rc = p2p_http_response_header(req, "Content-Range", cr);
+    if (rc != 0) {
+        p2p_http_respond_error(req, 0, rc, "cannot build the response headers");
+        return false;
+    }
+    if (r == P2P_HTTP_RANGE_UNSATISFIABLE) {
+        p2p_http_respond_error(req, 416, P2P_EINVAL, "range not satisfiable for %" PRIu64 " bytes",
+                               size);
+        return false;
+    }
+    *status = r == P2P_HTTP_RANGE_PARTIAL ? 206 : 200;
+    return true;
+}
+
 void p2p_http_respond_file_range(p2p_http_request *req, int fd, const char *content_type) {
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -136,28 +167,63 @@ void p2p_http_respond_file_range(p2p_http_request *req, int fd, const char *cont
         p2p_http_respond_error(req, 0, P2P_EIO, "the file to send is not a regular file");
         return;
     }
-    uint64_t size = (uint64_t)st.st_size, off = 0, len = size;
-    p2p_http_range_result r =
-        p2p_http_range_parse(p2p_http_request_header(req, "Range"), size, &off, &len);
-    char cr[96] = "";
-    if (r == P2P_HTTP_RANGE_PARTIAL)
-        snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, off, off + len - 1,
-                 size);
-    else if (r == P2P_HTTP_RANGE_UNSATISFIABLE)
-        snprintf(cr, sizeof(cr), "bytes */%" PRIu64, size);
-    int rc = p2p_http_response_header(req, "Accept-Ranges", "bytes");
-    if (rc == 0 && cr[0] != '\0')
-        rc = p2p_http_response_header(req, "Content-Range", cr);
-    if (rc != 0 || r == P2P_HTTP_RANGE_UNSATISFIABLE) {
+    uint64_t off = 0, len = 0;
+    unsigned status = 200;
+    if (!range_prepare(req, (uint64_t)st.st_size, &off, &len, &status)) {
         close(fd);
-        if (rc != 0)
-            p2p_http_respond_error(req, 0, rc, "cannot build the response headers");
-        else
-            p2p_http_respond_error(req, 416, P2P_EINVAL,
-                                   "range not satisfiable for %" PRIu64 " bytes", size);
         return;
     }
-    p2p_http_respond_file(req, r == P2P_HTTP_RANGE_PARTIAL ? 206 : 200, fd, off, len, content_type);
+    p2p_http_respond_file(req, status, fd, off, len, content_type);
+}
+
+/* Pieces of a streamed body asked for per read callback. */
+#define STREAM_BLOCK (64u << 10)
+
+typedef struct stream_body {
+    p2p_http_read_fn read;
+    void (*free_ctx)(void *ctx);
+    void *ctx;
+    uint64_t offset; /* of the first byte sent, in the source */
+} stream_body;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream_body *sb = cls;
+    int64_t got = sb->read(sb->ctx, sb->offset + pos, buf, max);
+    /* A source that fails or ends early cuts the connection: the client sees
+     * a short body, never a wrong one. */
+    return got > 0 ? (ssize_t)got : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls) {
+    stream_body *sb = cls;
+    if (sb->free_ctx != NULL)
+        sb->free_ctx(sb->ctx);
+    free(sb);
+}
+
+void p2p_http_respond_stream_range(p2p_http_request *req, uint64_t size, p2p_http_read_fn read,
+                                   void *ctx, void (*free_ctx)(void *ctx),
+                                   const char *content_type) {
+    uint64_t off = 0, len = 0;
+    unsigned status = 200;
+    stream_body *sb = NULL;
+    if (!range_prepare(req, size, &off, &len, &status)) {
+        if (free_ctx != NULL)
+            free_ctx(ctx);
+        return;
+    }
+    sb = malloc(sizeof(*sb));
+    struct MHD_Response *resp = NULL;
+    if (sb != NULL) {
+        *sb = (stream_body){.read = read, .free_ctx = free_ctx, .ctx = ctx, .offset = off};
+        resp = MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, sb, stream_free);
+        if (resp == NULL)
+            free(sb);
+    }
+    if (resp == NULL && free_ctx != NULL)
+        free_ctx(ctx);
+    p2p__http_finish(req, status, resp,
+                     content_type != NULL ? content_type : "application/octet-stream");
 }
 
 int p2p_http_request_query_int(const p2p_http_request *req, const char *name, int64_t min,

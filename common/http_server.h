@@ -207,6 +207,20 @@ void p2p_http_respond_file(p2p_http_request *req, unsigned status, int fd, uint6
  * otherwise (RFC 9110 section 14.4). Always sends Accept-Ranges: bytes. */
 void p2p_http_respond_file_range(p2p_http_request *req, int fd, const char *content_type);
 
+/* Reads up to `max` bytes of a streamed body at `offset` (counted from the
+ * start of the whole content) into `buf`: returns the count (> 0), or 0 or
+ * a negative value when it cannot, which cuts the connection. */
+typedef int64_t (*p2p_http_read_fn)(void *ctx, uint64_t offset, char *buf, size_t max);
+
+/* Like p2p_http_respond_file_range for a content of `size` bytes that
+ * `read` produces piece by piece (64 KiB at a time, in constant memory),
+ * from a thread of the server, after this returns. `free_ctx` (may be NULL)
+ * is called on `ctx` exactly once, when the response is done or could not be
+ * built; `ctx` is borrowed until then. */
+void p2p_http_respond_stream_range(p2p_http_request *req, uint64_t size, p2p_http_read_fn read,
+                                   void *ctx, void (*free_ctx)(void *ctx),
+                                   const char *content_type);
+
 typedef enum p2p_http_range_result {
     P2P_HTTP_RANGE_NONE = 0,          /* no usable Range: send the whole content */
     P2P_HTTP_RANGE_PARTIAL = 1,       /* `*offset`, `*length` describe one range */

@@ -12,7 +12,7 @@ PACKAGES=(
     libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
     libmongoc-dev libbson-dev libsqlite3-dev libssl-dev uuid-dev
     clang clang-format libclang-rt-14-dev valgrind
-    curl python3 python3-yaml
+    curl python3 python3-yaml nodejs
 )
 
 missing=()
@@ -21,6 +21,12 @@ for p in "${PACKAGES[@]}"; do
         missing+=("$p")
     fi
 done
+
+# npm installs the MongoDB test server (tests/mongo/server.sh). Machines that
+# have an npm of their own (not Debian's package) keep it.
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -14,6 +14,12 @@ step() { printf '\n==> %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 step "format check"
 bash scripts/format.sh --check
 
+# The MongoDB test server (npm, pinned in tests/mongo/package-lock.json). Its
+# tests must run here: a missing server fails them instead of skipping.
+step "MongoDB test server"
+bash tests/mongo/server.sh install
+export P2PRPC_TEST_MONGO_REQUIRED=1
+
 step "normal build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$JOBS"

@@ -66,7 +66,12 @@ def check_broker(path, services):
           f"{path}: broker does not use MongoDB: {cmd}")
     check(((b.get("depends_on") or {}).get("mongo") or {}).get("condition") == "service_healthy",
           f"{path}: broker does not wait for a healthy mongo")
-    check("8470:8470" in (b.get("ports") or []), f"{path}: broker port")
+    # Scalable with --scale broker=N: a port range, no fixed name, a healthcheck.
+    check("8470-8479:8470" in (b.get("ports") or []), f"{path}: broker ports {b.get('ports')}")
+    check("container_name" not in b, f"{path}: broker has a fixed container name")
+    check("healthcheck" in b, f"{path}: broker has no healthcheck")
+    check(not any(str(v).startswith("broker-data") for v in b.get("volumes") or []),
+          f"{path}: scaled brokers would share one data volume (and node identity)")
     check("p2prpc" in (b.get("build") or {}).get("additional_contexts", {}),
           f"{path}: broker build lacks the p2prpc context")
 
@@ -112,7 +117,7 @@ def check_deployment(src):
     images = {n: s.get("image") for n, s in services.items()}
     check(images.get("broker") == "p2prpc-app-broker" and images.get("worker") == "p2prpc-app-worker"
           and images.get("client") == "p2prpc-app-client", f"{path}: images {images}")
-    check(set(d.get("volumes") or {}) == {"mongo-data", "broker-data", "client-cache"},
+    check(set(d.get("volumes") or {}) == {"mongo-data", "client-cache"},
           f"{path}: volumes {sorted(d.get('volumes') or {})}")
     check(set(d.get("networks") or {}) == {"backend", "p2prpc"}, f"{path}: networks")
     check_mongo(path, services, d.get("volumes") or {})

@@ -20,7 +20,11 @@
  * Environment (read by the parent, inherited by the children):
  *   P2PRPC_TESTAPP_BUSY_FILE  while this file exists, can_do_work says no;
  *   P2PRPC_TESTAPP_RSS_FILE   p2prpc_copy appends the child's peak RSS
- *                             ("VmHWM KB\n") to this file when it is done. */
+ *                             ("VmHWM KB\n") to this file when it is done;
+ *   P2PRPC_TESTAPP_RUN_LOG    p2prpc_add appends "add A B PPID\n" to this file
+ *                             each time it runs (PPID: the worker that ran it),
+ *                             so that a test counts the runs of each call
+ *                             (test_mongo_multi_broker.c). */
 #include "fsutil.h"
 #include "p2prpc.h"
 #include "schema.h"
@@ -56,8 +60,25 @@ static bool seconds_ok(double s) {
 
 /* ---- the test functions, in the adapter form of p2p_worker_invoke_fn ---- */
 
+/* Appends "add A B PPID" to $P2PRPC_TESTAPP_RUN_LOG when set: one write() to
+ * an O_APPEND file, so that lines from concurrent children never mix. */
+static void log_run(int64_t a, int64_t b) {
+    const char *path = getenv("P2PRPC_TESTAPP_RUN_LOG");
+    if (path == NULL || path[0] == '\0')
+        return;
+    char line[64];
+    int n =
+        snprintf(line, sizeof(line), "add %" PRId64 " %" PRId64 " %ld\n", a, b, (long)getppid());
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || n <= 0 || write(fd, line, (size_t)n) != (ssize_t)n)
+        fprintf(stderr, "worker_testapp: cannot append to %s\n", path);
+    if (fd >= 0)
+        close(fd);
+}
+
 static int fn_add(const p2p_value *in, p2p_value *out, const char *out_dir) {
     (void)out_dir;
+    log_run(in[0].as.i64, in[1].as.i64);
     /* Unsigned arithmetic: an overflow wraps instead of being undefined. */
     uint64_t sum = (uint64_t)in[0].as.i64 + (uint64_t)in[1].as.i64;
     p2p_value_set_int64(&out[0], (int64_t)sum);

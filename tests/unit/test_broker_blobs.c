@@ -1,7 +1,9 @@
 /* The broker's blob routes in-process: upload, HEAD, Range, the bad uploads
  * of the spec (hash mismatch, malformed hash, over the size limit with and
  * without Content-Length), the rule that a referenced blob stays, and expiry
- * of calls and unused blobs with a driven clock. */
+ * of calls and unused blobs with a driven clock. A conformance test
+ * (store_test_util.h): the same routes over SQLite and the disk, and
+ * (P2PRPC_TEST_STORE=mongodb) over MongoDB and GridFS. */
 #include "broker_test_util.h"
 
 #include <stdatomic.h>
@@ -163,6 +165,69 @@ static void test_blob_references(void) {
     http_resp_cleanup(&r);
 }
 
+/* Makes blob `hash` of broker `h` (started as `name`) look last used
+ * `seconds` ago: its file's mtime on disk, metadata.touched_ms in GridFS. */
+/* The blobs.files collection of the database of broker `name` (GridFS). */
+static mongoc_collection_t *gridfs_files(const char *name, mongoc_client_t **client) {
+    char uri[1024];
+    st_location(root, name, uri, sizeof(uri));
+    mongoc_uri_t *u = mongoc_uri_new(uri);
+    ASSERT_TRUE(u != NULL);
+    *client = mongoc_client_new_from_uri(u);
+    mongoc_collection_t *files =
+        mongoc_client_get_collection(*client, mongoc_uri_get_database(u), "blobs.files");
+    mongoc_uri_destroy(u);
+    return files;
+}
+
+/* True when blob `hash` of broker `h` (started as `name`) is stored: its
+ * file, or its GridFS files document. Not through the routes: HEAD would
+ * count as a use. */
+static bool blob_exists(const harness *h, const char *name, const char *hash) {
+    if (!st_mongo()) {
+        char file[900];
+        snprintf(file, sizeof(file), "%s/blobs/%.2s/%s", h->data, hash, hash);
+        return access(file, F_OK) == 0;
+    }
+    mongoc_client_t *client = NULL;
+    mongoc_collection_t *files = gridfs_files(name, &client);
+    bson_t *filter = BCON_NEW("filename", BCON_UTF8(hash));
+    bson_error_t error;
+    int64_t n = mongoc_collection_count_documents(files, filter, NULL, NULL, NULL, &error);
+    if (n < 0)
+        TEST_FAIL_("counting blob %s: %s", hash, error.message);
+    bson_destroy(filter);
+    mongoc_collection_destroy(files);
+    mongoc_client_destroy(client);
+    return n > 0;
+}
+
+static void age_blob(const harness *h, const char *name, const char *hash, long seconds) {
+    int64_t then = (int64_t)time(NULL) - seconds;
+    if (!st_mongo()) {
+        char file[900];
+        snprintf(file, sizeof(file), "%s/blobs/%.2s/%s", h->data, hash, hash);
+        struct timespec old[2] = {{(time_t)then, 0}, {(time_t)then, 0}};
+        ASSERT_EQ(utimensat(AT_FDCWD, file, old, 0), 0);
+        return;
+    }
+    mongoc_client_t *client = NULL;
+    mongoc_collection_t *files = gridfs_files(name, &client);
+    bson_t *filter = BCON_NEW("filename", BCON_UTF8(hash));
+    bson_t *update = BCON_NEW("$set", "{", "metadata.touched_ms", BCON_INT64(then * 1000), "}");
+    bson_t reply;
+    bson_error_t error;
+    if (!mongoc_collection_update_many(files, filter, update, NULL, &reply, &error))
+        TEST_FAIL_("ageing blob %s: %s", hash, error.message);
+    bson_iter_t it;
+    ASSERT_TRUE(bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0);
+    bson_destroy(&reply);
+    bson_destroy(update);
+    bson_destroy(filter);
+    mongoc_collection_destroy(files);
+    mongoc_client_destroy(client);
+}
+
 static void test_expiry(void) {
     harness h;
     p2p_broker_options o;
@@ -190,15 +255,13 @@ static void test_expiry(void) {
     expect_error("GET", path, NULL, 404, "not_found", NULL);
     blob_path(hash, path, sizeof(path));
     expect_error("GET", path, NULL, 404, "not_found", NULL);
-    /* The blob nobody used goes once its file is older than the expiry
-     * (the sweep visits one shard per pass). */
-    char file[900];
-    snprintf(file, sizeof(file), "%s/blobs/%.2s/%s", h.data, lonely, lonely);
-    struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
-    ASSERT_EQ(utimensat(AT_FDCWD, file, old, 0), 0);
-    for (int i = 0; i < 256 && access(file, F_OK) == 0; i++)
+    /* The blob nobody used goes once it was last used longer ago than the
+     * expiry (the sweep visits one shard per pass). */
+    age_blob(&h, "expiry", lonely, 7200);
+    ASSERT_TRUE(blob_exists(&h, "expiry", lonely));
+    for (int i = 0; i < 256 && blob_exists(&h, "expiry", lonely); i++)
         ASSERT_OK(p2p_broker_maintain(h.b, &err));
-    ASSERT_NE(access(file, F_OK), 0);
+    ASSERT_FALSE(blob_exists(&h, "expiry", lonely));
     http_resp r;
     request(&h, "GET", "/metrics", NULL, 0, &r);
     ASSERT_STR_CONTAINS(r.body, "p2prpc_calls_expired_total 1\n");

@@ -1,7 +1,9 @@
-/* The call store's contract, one transition at a time, on a real SQLite file:
- * each allowed transition, each refused one, and what every operation returns.
- * Concurrency is in test_store_concurrency.c, crashes and store errors in
- * test_store_durability.c. */
+/* The call store's contract, one transition at a time: each allowed
+ * transition, each refused one, and what every operation returns. A
+ * conformance test: it runs on a real SQLite file and (P2PRPC_TEST_STORE=
+ * mongodb) on a MongoDB database, with the same expectations (see
+ * store_test_util.h). Concurrency is in test_store_concurrency.c, crashes and
+ * store errors in test_store_durability.c. */
 #include "store_test_util.h"
 
 #include <math.h>
@@ -748,23 +750,33 @@ static void test_on_change(void) {
     ASSERT_EQ(seen.deleted, 1);
 }
 
+/* Locations each backend refuses, and data that outlives the handle. */
 static void test_open_locations(void) {
     p2p_store *other = NULL;
     p2p_error err;
-    ASSERT_EQ(p2p_store_open("mongodb://127.0.0.1/p2p", NULL, &other, &err), P2P_EINVAL);
+    ASSERT_EQ(p2p_store_open("mongodb://127.0.0.1/bad.name", NULL, &other, &err), P2P_EINVAL);
     ASSERT_STR_CONTAINS(err.msg, "MongoDB");
     ASSERT_EQ(p2p_store_open("", NULL, &other, &err), P2P_EINVAL);
     p2p_store_options opts;
     st_options(&opts, P2P_STORE_SYNC_NORMAL);
     opts.max_attempts = 0;
-    ASSERT_EQ(p2p_store_open("sqlite:/nonexistent/x.db", &opts, &other, &err), P2P_EINVAL);
+    ASSERT_EQ(p2p_store_open(st_mongo() ? "mongodb://127.0.0.1:1/x" : "sqlite:/nonexistent/x.db",
+                             &opts, &other, &err),
+              P2P_EINVAL);
     ASSERT_TRUE(other == NULL);
-    /* "sqlite:" prefix, a missing directory created, and data that persists. */
-    char path[700];
-    snprintf(path, sizeof(path), "sqlite:%s/sub/dir/persist.db", dir);
+    char path[1024];
+    if (st_mongo()) {
+        ASSERT_EQ(p2p_store_open("mongodb://", NULL, &other, &err), P2P_EINVAL);
+        ASSERT_EQ(p2p_store_open("mongodb://127.0.0.1:1/bad.name", NULL, &other, &err), P2P_EINVAL);
+        ASSERT_TRUE(other == NULL);
+        st_location(dir, "persist", path, sizeof(path));
+    } else {
+        /* "sqlite:" prefix, a missing directory created. */
+        snprintf(path, sizeof(path), "sqlite:%s/sub/dir/persist.db", dir);
+    }
     st_options(&opts, P2P_STORE_SYNC_FULL);
     ASSERT_OK(p2p_store_open(path, &opts, &other, &err));
-    ASSERT_STR_EQ(p2p_store_backend(other), "sqlite");
+    ASSERT_STR_EQ(p2p_store_backend(other), st_mongo() ? "mongodb" : "sqlite");
     st_create(other, FN, 7, true);
     p2p_store_free(other);
     ASSERT_OK(p2p_store_open(path, &opts, &other, &err));
@@ -806,5 +818,5 @@ int main(void) {
     TEST_RUN(test_open_locations);
     p2p_store_free(store);
     st_remove_dir(dir);
-    return 0;
+    return st_exit_status();
 }

@@ -1,5 +1,7 @@
-/* The store under concurrent callers: atomic claims, group commit, and refused
- * operations sharing a transaction with successful ones. */
+/* The store under concurrent callers: atomic claims, concurrent idempotent
+ * creates, group commit, and refused operations sharing a transaction with
+ * successful ones. A conformance test (store_test_util.h): on MongoDB the
+ * claimers also use two store handles, as two brokers sharing a database do. */
 #include "store_test_util.h"
 
 #include <pthread.h>
@@ -44,15 +46,20 @@ static int cmp_token(const void *a, const void *b) {
 }
 
 static void test_claim_race(void) {
+    if (st_skip_on_jongodb("claim race", "its concurrent findAndModify is not atomic"))
+        return;
     p2p_store_options opts;
     st_options(&opts, P2P_STORE_SYNC_NORMAL);
     p2p_store *store = st_open(dir, "race.db", &opts);
+    /* Half the claimers go through a second handle: on SQLite another
+     * connection to the file, on MongoDB another client pool (a second broker). */
+    p2p_store *second = st_open(dir, "race.db", &opts);
     for (unsigned i = 0; i < QUEUED; i++)
         st_create(store, FN, i, true);
     static claimer claimers[THREADS];
     pthread_t threads[THREADS];
     for (int t = 0; t < THREADS; t++) {
-        claimers[t] = (claimer){.store = store};
+        claimers[t] = (claimer){.store = t % 2 == 0 ? store : second};
         ASSERT_EQ(pthread_create(&threads[t], NULL, claim_all, &claimers[t]), 0);
     }
     for (int t = 0; t < THREADS; t++)
@@ -79,6 +86,65 @@ static void test_claim_race(void) {
     ASSERT_OK(p2p_store_count(store, FN, counts, NULL));
     ASSERT_EQ(counts[P2P_CALL_RUNNING], QUEUED);
     ASSERT_EQ(counts[P2P_CALL_QUEUED], 0);
+    p2p_store_free(second);
+    p2p_store_free(store);
+}
+
+typedef struct twin {
+    p2p_store *store;
+    unsigned created, existing, errors;
+    bool mine[100];
+} twin;
+
+/* Every thread creates the same 100 calls: each is created exactly once. */
+static void *create_same(void *arg) {
+    twin *t = arg;
+    for (unsigned i = 0; i < 100; i++) {
+        char id[P2P_STORE_ID_LEN + 1];
+        st_hex(id, 0x7a, i);
+        p2p_store_new_call in = {.identifier = id, .function = FN, .args = "{}", .available = true};
+        bool created = false;
+        p2p_call call;
+        p2p_call_init(&call);
+        int rc = p2p_store_create(t->store, &in, &call, &created, NULL);
+        t->errors += rc != 0 || strcmp(call.identifier, id) != 0;
+        t->created += rc == 0 && created;
+        t->existing += rc == 0 && !created;
+        t->mine[i] = rc == 0 && created;
+        p2p_call_cleanup(&call);
+    }
+    return NULL;
+}
+
+static void test_create_race(void) {
+    p2p_store_options opts;
+    st_options(&opts, P2P_STORE_SYNC_NORMAL);
+    p2p_store *store = st_open(dir, "twins.db", &opts);
+    p2p_store *second = st_open(dir, "twins.db", &opts);
+    static twin twins[THREADS];
+    pthread_t threads[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        twins[t] = (twin){.store = t % 2 == 0 ? store : second};
+        ASSERT_EQ(pthread_create(&threads[t], NULL, create_same, &twins[t]), 0);
+    }
+    unsigned created = 0;
+    for (int t = 0; t < THREADS; t++) {
+        ASSERT_EQ(pthread_join(threads[t], NULL), 0);
+        ASSERT_EQ(twins[t].errors, 0);
+        ASSERT_EQ(twins[t].created + twins[t].existing, 100);
+        created += twins[t].created;
+    }
+    ASSERT_EQ(created, 100);
+    for (unsigned i = 0; i < 100; i++) {
+        int owners = 0;
+        for (int t = 0; t < THREADS; t++)
+            owners += twins[t].mine[i];
+        ASSERT_EQ(owners, 1);
+    }
+    uint64_t counts[P2P_CALL_STATUS_COUNT];
+    ASSERT_OK(p2p_store_count(store, FN, counts, NULL));
+    ASSERT_EQ(counts[P2P_CALL_QUEUED], 100);
+    p2p_store_free(second);
     p2p_store_free(store);
 }
 
@@ -101,6 +167,10 @@ static void *create_many(void *arg) {
 
 /* In full mode each commit is an fsync; concurrent creates must share them. */
 static void test_group_commit(void) {
+    /* Group commit is how the SQLite backend shares fsyncs; MongoDB writes
+     * each operation on its own (the server journals). */
+    if (st_mongo())
+        return;
     p2p_store_options opts;
     st_options(&opts, P2P_STORE_SYNC_FULL);
     p2p_store *store = st_open(dir, "group.db", &opts);
@@ -180,6 +250,8 @@ static void *read_loop(void *arg) {
 }
 
 static void test_mixed(void) {
+    if (st_skip_on_jongodb("mixed workers", "its concurrent findAndModify is not atomic"))
+        return;
     p2p_store_options opts;
     st_options(&opts, P2P_STORE_SYNC_NORMAL);
     p2p_store *store = st_open(dir, "mixed.db", &opts);
@@ -226,8 +298,9 @@ static void test_mixed(void) {
 int main(void) {
     st_make_dir(dir, sizeof(dir), "test_store_concurrency");
     TEST_RUN(test_claim_race);
+    TEST_RUN(test_create_race);
     TEST_RUN(test_group_commit);
     TEST_RUN(test_mixed);
     st_remove_dir(dir);
-    return 0;
+    return st_exit_status();
 }

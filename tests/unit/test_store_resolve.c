@@ -1,6 +1,7 @@
 /* p2p_store_resolve: a pushed call waiting for its inputs gets its resolved
  * arguments and blob references and is queued, or fails; nothing else
- * settles. Against the SQLite store. */
+ * settles. A conformance test (store_test_util.h): SQLite, and MongoDB with
+ * P2PRPC_TEST_STORE=mongodb. */
 #include "store_test_util.h"
 
 #include <string.h>
