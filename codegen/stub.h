@@ -6,8 +6,8 @@
  *  - worker adapters: typed arguments out of p2p_value lists, and the
  *    function's typed outputs into them, failing the call with a message
  *    (p2p_fail) when a value does not fit;
- *  - the client stubs' part is in stub_client.h (it needs client.h, which a
- *    broker program cannot include next to broker.h). */
+ *  - the client stubs' part is in stub_client.h, apart so that generated
+ *    brokers and workers include nothing of the client. */
 #ifndef P2PRPC_CODEGEN_STUB_H
 #define P2PRPC_CODEGEN_STUB_H
 
