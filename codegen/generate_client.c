@@ -105,7 +105,8 @@ static void async_def(p2p__cg_buf *b, const p2p_cg_function *f, size_t index) {
     p2p__cg_printf(b,
                    " {\n    p2p_value p2p_args[%zu];\n    p2p_error p2p_err = {0};\n"
                    "    int p2p_rc = 0;\n"
-                   "    for (size_t i = 0; i < %zu; i++)\n        p2p_value_init(&p2p_args[i]);\n",
+                   "    for (size_t p2p_i = 0; p2p_i < %zu; p2p_i++)\n        "
+                   "p2p_value_init(&p2p_args[p2p_i]);\n",
                    n_in ? n_in : 1, n_in ? n_in : 1);
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (!f->params[i].output)

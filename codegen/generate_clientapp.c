@@ -19,18 +19,18 @@ static void parse_arg(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
     p2p__cg_printf(b, "    ");
     p2p__cg_decl(b, p, p->name);
     if (p->type == P2P_TYPE_STRING) {
-        p2p__cg_printf(b, " = argv[%zu];\n", i);
+        p2p__cg_printf(b, " = p2p_argv[%zu];\n", i);
     } else if (p->type == P2P_TYPE_FILE) {
-        p2p__cg_printf(b, " = {.path = argv[%zu]};\n", i);
+        p2p__cg_printf(b, " = {.path = p2p_argv[%zu]};\n", i);
     } else if (p->type == P2P_TYPE_BOOL) {
         p2p__cg_printf(b,
-                       " = false;\n    if (p2p_stub_parse_bool(argv[%zu], &%s) != 0) {\n"
+                       " = false;\n    if (p2p_stub_parse_bool(p2p_argv[%zu], &%s) != 0) {\n"
                        "        fprintf(stderr, \"clientapp: %s: \\\"%%s\\\" is not true or "
-                       "false\\n\", argv[%zu]);\n        return 2;\n    }\n",
+                       "false\\n\", p2p_argv[%zu]);\n        return 2;\n    }\n",
                        i, p->name, p->name, i);
     } else if (p->type == P2P_TYPE_DOUBLE) {
         p2p__cg_printf(b,
-                       " = 0;\n    if (p2p_cli_number(\"clientapp\", \"%s\", argv[%zu], "
+                       " = 0;\n    if (p2p_cli_number(\"clientapp\", \"%s\", p2p_argv[%zu], "
                        "-DBL_MAX, DBL_MAX, &%s) != 0)\n        return 2;\n",
                        p->name, i, p->name);
     } else {
@@ -41,9 +41,9 @@ static void parse_arg(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
                          : strcmp(t, "long") == 0 ? "LONG_MAX"
                                                   : "INT64_MAX";
         p2p__cg_printf(b,
-                       " = 0;\n    long long p2p_%s = 0;\n"
-                       "    if (p2p_cli_integer(\"clientapp\", \"%s\", argv[%zu], %s, %s, "
-                       "&p2p_%s) != 0)\n        return 2;\n    %s = (%s)p2p_%s;\n",
+                       " = 0;\n    long long p2p_v_%s = 0;\n"
+                       "    if (p2p_cli_integer(\"clientapp\", \"%s\", p2p_argv[%zu], %s, %s, "
+                       "&p2p_v_%s) != 0)\n        return 2;\n    %s = (%s)p2p_v_%s;\n",
                        p->name, p->name, i, lo, hi, p->name, p->name, t, p->name);
     }
 }
@@ -78,7 +78,7 @@ static void print_output(p2p__cg_buf *b, const p2p_cg_param *p) {
 /* The usage check: one argument per input, named in capitals. */
 static void usage_check(p2p__cg_buf *b, const p2p_cg_function *f) {
     p2p__cg_printf(b,
-                   "    if (argc != %zu) {\n"
+                   "    if (p2p_argc != %zu) {\n"
                    "        fprintf(stderr, \"usage: clientapp %s",
                    p2p__cg_count(f, false), f->name);
     for (size_t i = 0; i < f->n_params; i++) {
@@ -111,12 +111,12 @@ static void get_outputs(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
             p2p__cg_item(b, open, false, "&%s", f->params[i].name);
-    p2p__cg_printf(b, ");\n    end_progress();\n");
+    p2p__cg_printf(b, ");\n    p2p_end_progress();\n");
 }
 
 static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
-    p2p__cg_printf(b, "\nstatic int run_%s(int argc, char **argv) {\n%s", f->name,
-                   p2p__cg_count(f, false) ? "" : "    (void)argv;\n");
+    p2p__cg_printf(b, "\nstatic int run_%s(int p2p_argc, char **p2p_argv) {\n%s", f->name,
+                   p2p__cg_count(f, false) ? "" : "    (void)p2p_argv;\n");
     usage_check(b, f);
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (!f->params[i].output)
@@ -130,7 +130,7 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
             first = false;
         }
     }
-    p2p__cg_item(b, open, first, "&progress_bar");
+    p2p__cg_item(b, open, first, "&p2p_progress_bar");
     p2p__cg_printf(b,
                    ");\n"
                    "    if (p2p_f == NULL) {\n"
@@ -157,26 +157,26 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
 
 static const char progress_code[] =
     "/* The progress bar on stderr, redrawn at each new percentage. */\n"
-    "static int last_percent = -1;\n\n"
-    "static void show_progress(const p2p_future *f, double percent, void *ctx) {\n"
+    "static int p2p_last_percent = -1;\n\n"
+    "static void p2p_show_progress(const p2p_future *f, double percent, void *ctx) {\n"
     "    (void)f;\n    (void)ctx;\n"
     "    int filled = (int)(percent / 5.0), shown = (int)percent;\n"
-    "    if (shown == last_percent)\n        return;\n"
+    "    if (shown == p2p_last_percent)\n        return;\n"
     "    char bar[21];\n"
     "    for (int i = 0; i < 20; i++)\n        bar[i] = i < filled ? '#' : '.';\n"
     "    bar[20] = '\\0';\n"
     "    fprintf(stderr, \"\\r[%s] %3d%%\", bar, shown);\n"
     "    fflush(stderr);\n"
-    "    last_percent = shown;\n}\n\n"
-    "static void show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {\n"
+    "    p2p_last_percent = shown;\n}\n\n"
+    "static void p2p_show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {\n"
     "    (void)ctx;\n"
     "    if (sent == total && total > 0)\n"
     "        fprintf(stderr, \"uploaded %s (%\" PRId64 \" bytes)\\n\", input, total);\n}\n\n"
-    "static void end_progress(void) {\n"
-    "    if (last_percent >= 0)\n        fprintf(stderr, \"\\n\");\n"
-    "    last_percent = -1;\n}\n\n"
-    "static const p2p_call_options progress_bar = {.on_progress = show_progress,\n"
-    "                                              .on_upload = show_upload};\n";
+    "static void p2p_end_progress(void) {\n"
+    "    if (p2p_last_percent >= 0)\n        fprintf(stderr, \"\\n\");\n"
+    "    p2p_last_percent = -1;\n}\n\n"
+    "static const p2p_call_options p2p_progress_bar = {.on_progress = p2p_show_progress,\n"
+    "                                                  .on_upload = p2p_show_upload};\n";
 
 /* {"NAME", "ARG(type) ...", run_NAME}, wrapped at 100 columns. */
 static void table_entry(p2p__cg_buf *b, const p2p_cg_function *f) {
@@ -202,33 +202,33 @@ static void table_entry(p2p__cg_buf *b, const p2p_cg_function *f) {
 
 static void main_fn(p2p__cg_buf *b, const p2p_cg_header *h) {
     p2p__cg_printf(b, "\nstatic const struct {\n    const char *name;\n    const char *args;\n"
-                      "    int (*run)(int argc, char **argv);\n} functions[] = {\n");
+                      "    int (*run)(int argc, char **argv);\n} p2p_commands[] = {\n");
     for (size_t i = 0; i < h->n_functions; i++)
         table_entry(b, &h->functions[i]);
-    p2p__cg_printf(b,
-                   "};\n\n"
-                   "static void usage(FILE *out) {\n"
-                   "    fprintf(out, \"usage: clientapp FUNCTION ARGUMENTS...\\nfunctions:\\n\");\n"
-                   "    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)\n"
-                   "        fprintf(out, \"  %%s %%s\\n\", functions[i].name, functions[i].args);\n"
-                   "    fprintf(out, \"A file argument is a path; a bool is true or false.\\n\");\n"
-                   "}\n\n"
-                   "int main(int argc, char **argv) {\n"
-                   "    if (argc < 2 || strcmp(argv[1], \"--help\") == 0) {\n"
-                   "        usage(argc < 2 ? stderr : stdout);\n"
-                   "        return argc < 2 ? 2 : 0;\n"
-                   "    }\n"
-                   "    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++) {\n"
-                   "        if (strcmp(argv[1], functions[i].name) == 0) {\n"
-                   "            int rc = functions[i].run(argc - 2, argv + 2);\n"
-                   "            p2p_stub_shutdown();\n"
-                   "            return rc;\n"
-                   "        }\n"
-                   "    }\n"
-                   "    fprintf(stderr, \"clientapp: unknown function '%%s'\\n\", argv[1]);\n"
-                   "    usage(stderr);\n"
-                   "    return 2;\n"
-                   "}\n");
+    p2p__cg_printf(
+        b, "};\n\n"
+           "static void p2p_usage(FILE *out) {\n"
+           "    fprintf(out, \"usage: clientapp FUNCTION ARGUMENTS...\\nfunctions:\\n\");\n"
+           "    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++)\n"
+           "        fprintf(out, \"  %%s %%s\\n\", p2p_commands[i].name, p2p_commands[i].args);\n"
+           "    fprintf(out, \"A file argument is a path; a bool is true or false.\\n\");\n"
+           "}\n\n"
+           "int main(int argc, char **argv) {\n"
+           "    if (argc < 2 || strcmp(argv[1], \"--help\") == 0) {\n"
+           "        p2p_usage(argc < 2 ? stderr : stdout);\n"
+           "        return argc < 2 ? 2 : 0;\n"
+           "    }\n"
+           "    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++) {\n"
+           "        if (strcmp(argv[1], p2p_commands[i].name) == 0) {\n"
+           "            int rc = p2p_commands[i].run(argc - 2, argv + 2);\n"
+           "            p2p_stub_shutdown();\n"
+           "            return rc;\n"
+           "        }\n"
+           "    }\n"
+           "    fprintf(stderr, \"clientapp: unknown function '%%s'\\n\", argv[1]);\n"
+           "    p2p_usage(stderr);\n"
+           "    return 2;\n"
+           "}\n");
 }
 
 void p2p__cg_clientapp(p2p__cg_buf *b, const p2p_cg_header *h) {

@@ -198,6 +198,9 @@ g1=$(sed -n 's/^g1 = //p' "$work/out")
 [ "$(cat "$g1")" = "payload#" ] || fail "g1 holds: $(cat "$g1")"
 client types p2prpc_echo 5 3000000000 7 1.5 true x "$work/g.bin"
 [ "$status" -eq 2 ] || fail "an int out of range exited $status"
+client types p2prpc_names 1 2 3 4 5 6
+[ "$status" -eq 0 ] || fail "names exited $status: $(cat "$work/err")"
+expect_out "end_progress = 21"
 client types p2prpc_answer
 [ "$status" -eq 0 ] || fail "answer exited $status: $(cat "$work/err")"
 expect_out "answer = 42"

@@ -172,8 +172,8 @@ static void test_client(void) {
                             "P2PRPC_DEFAULT_DISCOVERY, p2p_args, p2p_opts);");
     char *app = read_out(dir, "clientapp.c");
     ASSERT_STR_CONTAINS(app, "usage: clientapp p2prpc_format LABEL VALUE DECIMALS BIG PERCENT");
-    ASSERT_STR_CONTAINS(app, "p2p_cli_integer(\"clientapp\", \"decimals\", argv[2], INT_MIN, "
-                             "INT_MAX, &p2p_decimals)");
+    ASSERT_STR_CONTAINS(app, "p2p_cli_integer(\"clientapp\", \"decimals\", p2p_argv[2], INT_MIN, "
+                             "INT_MAX, &p2p_v_decimals)");
     ASSERT_STR_CONTAINS(app, "printf(\"text = %s\\n\", text);");
     char *cmake = read_out(dir, "CMakeLists.txt");
     ASSERT_STR_CONTAINS(cmake, "P2PRPC_DEFAULT_DISCOVERY=\"${CMAKE_CURRENT_SOURCE_DIR}/"

@@ -48,6 +48,12 @@ int p2prpc_echo(int64_t a, int64_t *a1, int b, int *b2, long c, long *c1, double
     return 0;
 }
 
+int p2prpc_names(int64_t i, int64_t argc, int64_t argv, int64_t usage, int64_t progress_bar,
+                 int64_t functions, int64_t *end_progress) {
+    *end_progress = i + argc + argv + usage + progress_bar + functions;
+    return 0;
+}
+
 int p2prpc_answer(int64_t *answer) {
     *answer = 42;
     return 0;

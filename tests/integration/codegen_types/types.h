@@ -15,6 +15,12 @@ int p2prpc_echo(int64_t a, P2P_OUT int64_t *a1, int b, P2P_OUT int *b2, long c, 
                 double d, P2P_OUT double *d2, bool e, P2P_OUT bool *not_e, const char *f,
                 P2P_OUT char **f1, p2p_file g, P2P_OUT p2p_file *g1);
 
+/* Parameter names the generated code must not collide with: its loop
+ * variables and the clientapp's argc, argv and helpers. */
+P2PRPC_FUNCTION
+int p2prpc_names(int64_t i, int64_t argc, int64_t argv, int64_t usage, int64_t progress_bar,
+                 int64_t functions, P2P_OUT int64_t *end_progress);
+
 /* No input at all. */
 P2PRPC_FUNCTION
 int p2prpc_answer(P2P_OUT int64_t *answer);

@@ -21,13 +21,13 @@
 #include <string.h>
 
 /* The progress bar on stderr, redrawn at each new percentage. */
-static int last_percent = -1;
+static int p2p_last_percent = -1;
 
-static void show_progress(const p2p_future *f, double percent, void *ctx) {
+static void p2p_show_progress(const p2p_future *f, double percent, void *ctx) {
     (void)f;
     (void)ctx;
     int filled = (int)(percent / 5.0), shown = (int)percent;
-    if (shown == last_percent)
+    if (shown == p2p_last_percent)
         return;
     char bar[21];
     for (int i = 0; i < 20; i++)
@@ -35,36 +35,36 @@ static void show_progress(const p2p_future *f, double percent, void *ctx) {
     bar[20] = '\0';
     fprintf(stderr, "\r[%s] %3d%%", bar, shown);
     fflush(stderr);
-    last_percent = shown;
+    p2p_last_percent = shown;
 }
 
-static void show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {
+static void p2p_show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {
     (void)ctx;
     if (sent == total && total > 0)
         fprintf(stderr, "uploaded %s (%" PRId64 " bytes)\n", input, total);
 }
 
-static void end_progress(void) {
-    if (last_percent >= 0)
+static void p2p_end_progress(void) {
+    if (p2p_last_percent >= 0)
         fprintf(stderr, "\n");
-    last_percent = -1;
+    p2p_last_percent = -1;
 }
 
-static const p2p_call_options progress_bar = {.on_progress = show_progress,
-                                              .on_upload = show_upload};
+static const p2p_call_options p2p_progress_bar = {.on_progress = p2p_show_progress,
+                                                  .on_upload = p2p_show_upload};
 
-static int run_p2prpc_analyze_large_file(int argc, char **argv) {
-    if (argc != 2) {
+static int run_p2prpc_analyze_large_file(int p2p_argc, char **p2p_argv) {
+    if (p2p_argc != 2) {
         fprintf(stderr, "usage: clientapp p2prpc_analyze_large_file VIDEO_HANDLE ARG2\n");
         return 2;
     }
-    p2p_file video_handle = {.path = argv[0]};
+    p2p_file video_handle = {.path = p2p_argv[0]};
     int64_t arg2 = 0;
-    long long p2p_arg2 = 0;
-    if (p2p_cli_integer("clientapp", "arg2", argv[1], INT64_MIN, INT64_MAX, &p2p_arg2) != 0)
+    long long p2p_v_arg2 = 0;
+    if (p2p_cli_integer("clientapp", "arg2", p2p_argv[1], INT64_MIN, INT64_MAX, &p2p_v_arg2) != 0)
         return 2;
-    arg2 = (int64_t)p2p_arg2;
-    p2p_future *p2p_f = p2prpc_analyze_large_file_async(video_handle, arg2, &progress_bar);
+    arg2 = (int64_t)p2p_v_arg2;
+    p2p_future *p2p_f = p2prpc_analyze_large_file_async(video_handle, arg2, &p2p_progress_bar);
     if (p2p_f == NULL) {
         fprintf(stderr, "clientapp: p2prpc_analyze_large_file: %s\n", p2p_stub_last_error());
         return 1;
@@ -73,7 +73,7 @@ static int run_p2prpc_analyze_large_file(int argc, char **argv) {
     p2p_file results_file2 = {0};
     int64_t res_var = 0;
     int p2p_rc = p2prpc_analyze_large_file_get(p2p_f, -1, &results_file1, &results_file2, &res_var);
-    end_progress();
+    p2p_end_progress();
     if (p2p_rc == 0) {
         printf("results_file1 = %s\n", results_file1.path);
         printf("results_file2 = %s\n", results_file2.path);
@@ -91,30 +91,30 @@ static const struct {
     const char *name;
     const char *args;
     int (*run)(int argc, char **argv);
-} functions[] = {
+} p2p_commands[] = {
     {"p2prpc_analyze_large_file", "VIDEO_HANDLE(file) ARG2(int64)", run_p2prpc_analyze_large_file},
 };
 
-static void usage(FILE *out) {
+static void p2p_usage(FILE *out) {
     fprintf(out, "usage: clientapp FUNCTION ARGUMENTS...\nfunctions:\n");
-    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)
-        fprintf(out, "  %s %s\n", functions[i].name, functions[i].args);
+    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++)
+        fprintf(out, "  %s %s\n", p2p_commands[i].name, p2p_commands[i].args);
     fprintf(out, "A file argument is a path; a bool is true or false.\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        usage(argc < 2 ? stderr : stdout);
+        p2p_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++) {
-        if (strcmp(argv[1], functions[i].name) == 0) {
-            int rc = functions[i].run(argc - 2, argv + 2);
+    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++) {
+        if (strcmp(argv[1], p2p_commands[i].name) == 0) {
+            int rc = p2p_commands[i].run(argc - 2, argv + 2);
             p2p_stub_shutdown();
             return rc;
         }
     }
     fprintf(stderr, "clientapp: unknown function '%s'\n", argv[1]);
-    usage(stderr);
+    p2p_usage(stderr);
     return 2;
 }

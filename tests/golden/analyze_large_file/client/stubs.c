@@ -36,8 +36,8 @@ p2p_future *p2prpc_analyze_large_file_async(p2p_file video_handle, int64_t arg2,
     p2p_value p2p_args[2];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
-    for (size_t i = 0; i < 2; i++)
-        p2p_value_init(&p2p_args[i]);
+    for (size_t p2p_i = 0; p2p_i < 2; p2p_i++)
+        p2p_value_init(&p2p_args[p2p_i]);
     if (p2p_rc == 0)
         p2p_rc = p2p_stub_arg_file(&p2p_args[0], &video_handle, &p2p_err);
     if (p2p_rc == 0)

@@ -21,13 +21,13 @@
 #include <string.h>
 
 /* The progress bar on stderr, redrawn at each new percentage. */
-static int last_percent = -1;
+static int p2p_last_percent = -1;
 
-static void show_progress(const p2p_future *f, double percent, void *ctx) {
+static void p2p_show_progress(const p2p_future *f, double percent, void *ctx) {
     (void)f;
     (void)ctx;
     int filled = (int)(percent / 5.0), shown = (int)percent;
-    if (shown == last_percent)
+    if (shown == p2p_last_percent)
         return;
     char bar[21];
     for (int i = 0; i < 20; i++)
@@ -35,31 +35,31 @@ static void show_progress(const p2p_future *f, double percent, void *ctx) {
     bar[20] = '\0';
     fprintf(stderr, "\r[%s] %3d%%", bar, shown);
     fflush(stderr);
-    last_percent = shown;
+    p2p_last_percent = shown;
 }
 
-static void show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {
+static void p2p_show_upload(const char *input, int64_t sent, int64_t total, void *ctx) {
     (void)ctx;
     if (sent == total && total > 0)
         fprintf(stderr, "uploaded %s (%" PRId64 " bytes)\n", input, total);
 }
 
-static void end_progress(void) {
-    if (last_percent >= 0)
+static void p2p_end_progress(void) {
+    if (p2p_last_percent >= 0)
         fprintf(stderr, "\n");
-    last_percent = -1;
+    p2p_last_percent = -1;
 }
 
-static const p2p_call_options progress_bar = {.on_progress = show_progress,
-                                              .on_upload = show_upload};
+static const p2p_call_options p2p_progress_bar = {.on_progress = p2p_show_progress,
+                                                  .on_upload = p2p_show_upload};
 
-static int run_p2prpc_summarize(int argc, char **argv) {
-    if (argc != 1) {
+static int run_p2prpc_summarize(int p2p_argc, char **p2p_argv) {
+    if (p2p_argc != 1) {
         fprintf(stderr, "usage: clientapp p2prpc_summarize NUMBERS\n");
         return 2;
     }
-    p2p_file numbers = {.path = argv[0]};
-    p2p_future *p2p_f = p2prpc_summarize_async(numbers, &progress_bar);
+    p2p_file numbers = {.path = p2p_argv[0]};
+    p2p_future *p2p_f = p2prpc_summarize_async(numbers, &p2p_progress_bar);
     if (p2p_f == NULL) {
         fprintf(stderr, "clientapp: p2prpc_summarize: %s\n", p2p_stub_last_error());
         return 1;
@@ -68,7 +68,7 @@ static int run_p2prpc_summarize(int argc, char **argv) {
     double stddev = 0;
     int64_t count = 0;
     int p2p_rc = p2prpc_summarize_get(p2p_f, -1, &mean, &stddev, &count);
-    end_progress();
+    p2p_end_progress();
     if (p2p_rc == 0) {
         printf("mean = %.17g\n", mean);
         printf("stddev = %.17g\n", stddev);
@@ -82,26 +82,27 @@ static int run_p2prpc_summarize(int argc, char **argv) {
     return p2p_rc == 0 ? 0 : 1;
 }
 
-static int run_p2prpc_format_value(int argc, char **argv) {
-    if (argc != 4) {
+static int run_p2prpc_format_value(int p2p_argc, char **p2p_argv) {
+    if (p2p_argc != 4) {
         fprintf(stderr, "usage: clientapp p2prpc_format_value LABEL VALUE DECIMALS PERCENT\n");
         return 2;
     }
-    const char *label = argv[0];
+    const char *label = p2p_argv[0];
     double value = 0;
-    if (p2p_cli_number("clientapp", "value", argv[1], -DBL_MAX, DBL_MAX, &value) != 0)
+    if (p2p_cli_number("clientapp", "value", p2p_argv[1], -DBL_MAX, DBL_MAX, &value) != 0)
         return 2;
     int decimals = 0;
-    long long p2p_decimals = 0;
-    if (p2p_cli_integer("clientapp", "decimals", argv[2], INT_MIN, INT_MAX, &p2p_decimals) != 0)
+    long long p2p_v_decimals = 0;
+    if (p2p_cli_integer("clientapp", "decimals", p2p_argv[2], INT_MIN, INT_MAX, &p2p_v_decimals) != 0)
         return 2;
-    decimals = (int)p2p_decimals;
+    decimals = (int)p2p_v_decimals;
     bool percent = false;
-    if (p2p_stub_parse_bool(argv[3], &percent) != 0) {
-        fprintf(stderr, "clientapp: percent: \"%s\" is not true or false\n", argv[3]);
+    if (p2p_stub_parse_bool(p2p_argv[3], &percent) != 0) {
+        fprintf(stderr, "clientapp: percent: \"%s\" is not true or false\n", p2p_argv[3]);
         return 2;
     }
-    p2p_future *p2p_f = p2prpc_format_value_async(label, value, decimals, percent, &progress_bar);
+    p2p_future *p2p_f = p2prpc_format_value_async(label, value, decimals, percent,
+                                                  &p2p_progress_bar);
     if (p2p_f == NULL) {
         fprintf(stderr, "clientapp: p2prpc_format_value: %s\n", p2p_stub_last_error());
         return 1;
@@ -109,7 +110,7 @@ static int run_p2prpc_format_value(int argc, char **argv) {
     char *text = NULL;
     int length = 0;
     int p2p_rc = p2prpc_format_value_get(p2p_f, -1, &text, &length);
-    end_progress();
+    p2p_end_progress();
     if (p2p_rc == 0) {
         printf("text = %s\n", text);
         printf("length = %d\n", length);
@@ -123,25 +124,25 @@ static int run_p2prpc_format_value(int argc, char **argv) {
     return p2p_rc == 0 ? 0 : 1;
 }
 
-static int run_p2prpc_divide(int argc, char **argv) {
-    if (argc != 2) {
+static int run_p2prpc_divide(int p2p_argc, char **p2p_argv) {
+    if (p2p_argc != 2) {
         fprintf(stderr, "usage: clientapp p2prpc_divide NUMERATOR DENOMINATOR\n");
         return 2;
     }
     double numerator = 0;
-    if (p2p_cli_number("clientapp", "numerator", argv[0], -DBL_MAX, DBL_MAX, &numerator) != 0)
+    if (p2p_cli_number("clientapp", "numerator", p2p_argv[0], -DBL_MAX, DBL_MAX, &numerator) != 0)
         return 2;
     double denominator = 0;
-    if (p2p_cli_number("clientapp", "denominator", argv[1], -DBL_MAX, DBL_MAX, &denominator) != 0)
+    if (p2p_cli_number("clientapp", "denominator", p2p_argv[1], -DBL_MAX, DBL_MAX, &denominator) != 0)
         return 2;
-    p2p_future *p2p_f = p2prpc_divide_async(numerator, denominator, &progress_bar);
+    p2p_future *p2p_f = p2prpc_divide_async(numerator, denominator, &p2p_progress_bar);
     if (p2p_f == NULL) {
         fprintf(stderr, "clientapp: p2prpc_divide: %s\n", p2p_stub_last_error());
         return 1;
     }
     double quotient = 0;
     int p2p_rc = p2prpc_divide_get(p2p_f, -1, &quotient);
-    end_progress();
+    p2p_end_progress();
     if (p2p_rc == 0) {
         printf("quotient = %.17g\n", quotient);
         printf("call = %s%s\n", p2p_future_identifier(p2p_f),
@@ -157,33 +158,33 @@ static const struct {
     const char *name;
     const char *args;
     int (*run)(int argc, char **argv);
-} functions[] = {
+} p2p_commands[] = {
     {"p2prpc_summarize", "NUMBERS(file)", run_p2prpc_summarize},
     {"p2prpc_format_value", "LABEL(string) VALUE(double) DECIMALS(int64) PERCENT(bool)",
      run_p2prpc_format_value},
     {"p2prpc_divide", "NUMERATOR(double) DENOMINATOR(double)", run_p2prpc_divide},
 };
 
-static void usage(FILE *out) {
+static void p2p_usage(FILE *out) {
     fprintf(out, "usage: clientapp FUNCTION ARGUMENTS...\nfunctions:\n");
-    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++)
-        fprintf(out, "  %s %s\n", functions[i].name, functions[i].args);
+    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++)
+        fprintf(out, "  %s %s\n", p2p_commands[i].name, p2p_commands[i].args);
     fprintf(out, "A file argument is a path; a bool is true or false.\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        usage(argc < 2 ? stderr : stdout);
+        p2p_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++) {
-        if (strcmp(argv[1], functions[i].name) == 0) {
-            int rc = functions[i].run(argc - 2, argv + 2);
+    for (size_t i = 0; i < sizeof(p2p_commands) / sizeof(p2p_commands[0]); i++) {
+        if (strcmp(argv[1], p2p_commands[i].name) == 0) {
+            int rc = p2p_commands[i].run(argc - 2, argv + 2);
             p2p_stub_shutdown();
             return rc;
         }
     }
     fprintf(stderr, "clientapp: unknown function '%s'\n", argv[1]);
-    usage(stderr);
+    p2p_usage(stderr);
     return 2;
 }

@@ -52,8 +52,8 @@ p2p_future *p2prpc_summarize_async(p2p_file numbers, const p2p_call_options *p2p
     p2p_value p2p_args[1];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
-    for (size_t i = 0; i < 1; i++)
-        p2p_value_init(&p2p_args[i]);
+    for (size_t p2p_i = 0; p2p_i < 1; p2p_i++)
+        p2p_value_init(&p2p_args[p2p_i]);
     if (p2p_rc == 0)
         p2p_rc = p2p_stub_arg_file(&p2p_args[0], &numbers, &p2p_err);
     if (p2p_rc != 0) {
@@ -92,8 +92,8 @@ p2p_future *p2prpc_format_value_async(const char *label, double value, int decim
     p2p_value p2p_args[4];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
-    for (size_t i = 0; i < 4; i++)
-        p2p_value_init(&p2p_args[i]);
+    for (size_t p2p_i = 0; p2p_i < 4; p2p_i++)
+        p2p_value_init(&p2p_args[p2p_i]);
     if (p2p_rc == 0)
         p2p_rc = p2p_value_set_string(&p2p_args[0], label, &p2p_err);
     if (p2p_rc == 0)
@@ -147,8 +147,8 @@ p2p_future *p2prpc_divide_async(double numerator, double denominator,
     p2p_value p2p_args[2];
     p2p_error p2p_err = {0};
     int p2p_rc = 0;
-    for (size_t i = 0; i < 2; i++)
-        p2p_value_init(&p2p_args[i]);
+    for (size_t p2p_i = 0; p2p_i < 2; p2p_i++)
+        p2p_value_init(&p2p_args[p2p_i]);
     if (p2p_rc == 0)
         p2p_rc = p2p_value_set_double(&p2p_args[0], numerator, &p2p_err);
     if (p2p_rc == 0)
