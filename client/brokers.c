@@ -97,6 +97,7 @@ void p2p__brokers_mark(p2p_client *c, const char *url, bool ok) {
         free(c->last_ok);
         c->last_ok = NULL;
     }
-    c->last_ok_ms = mono_ms();
+    if (ok)
+        c->last_ok_ms = mono_ms();
     pthread_mutex_unlock(&c->lock);
 }

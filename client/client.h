@@ -108,8 +108,11 @@ typedef struct p2p_call_options {
 /* An input given as the output `output` of another call `future` (a
  * pipeline, DESIGN §7): the broker keeps the new call waiting until that
  * call is done, then feeds it the output (a file output's blob, with no
- * download to the client). How the identifier is defined then is in
- * docs/protocol.md ("identifier"). */
+ * download to the client). The output must have the input's type; the call
+ * goes to `future`'s broker (every reference must be on the same one). While
+ * it waits, its status reads P2P_CALL_PUSHED ("waiting" on the wire). How the
+ * identifier is defined then is in docs/protocol.md ("Call identifier",
+ * "References"). */
 typedef struct p2p_arg_ref {
     size_t input;             /* index of the input in the schema */
     const p2p_future *future; /* borrowed during submit only */
@@ -123,8 +126,11 @@ typedef struct p2p_arg_ref {
  * outputs; those entries of `args` are ignored and may be empty. On success
  * `*out` is a future the caller frees (p2p_future_free); it is already
  * finished when the cache had the answer. Returns 0, or P2P_EINVAL,
- * P2P_ETYPE (an argument does not fit the schema), P2P_EUNAVAIL,
- * P2P_ECONFLICT, P2P_EAUTH, P2P_EIO, P2P_ENOMEM. */
+ * P2P_ETYPE (an argument does not fit the schema), P2P_ENOTFOUND (a file
+ * argument's file is missing), P2P_EUNAVAIL, P2P_ECONFLICT, P2P_EAUTH,
+ * P2P_EIO, P2P_ENOMEM. A call found terminated on the broker is run again; a
+ * failed one is attached as it is (wait gives P2P_EFAILED; restart reruns
+ * it). */
 int p2p_client_submit(p2p_client *c, const p2p_schema *schema, const p2p_value *args,
                       const p2p_arg_ref *refs, size_t n_refs, const p2p_call_options *copts,
                       p2p_future **out, p2p_error *err) P2P_NODISCARD;
@@ -162,6 +168,7 @@ int p2p_future_get(p2p_future *f, int64_t timeout_ms, const p2p_value **outputs,
                    p2p_error *err) P2P_NODISCARD;
 
 /* Asks the call to stop (a running call stops at its worker's next update).
+ * An answer from the cache is finished: nothing is sent and 0 returned.
  * Returns 0, P2P_ENOTFOUND, P2P_EUNAVAIL... */
 int p2p_future_terminate(p2p_future *f, p2p_error *err) P2P_NODISCARD;
 

@@ -17,6 +17,8 @@
 #define WAIT_MAX_FAILURES 5
 #define WAIT_BACKOFF_BASE_MS 250L
 #define WAIT_BACKOFF_MAX_MS 5000L
+/* Download attempts in a row that add no byte before a wait gives up. */
+#define DOWNLOAD_STALLS 3
 
 void p2p__future_absorb(p2p_future *f, const json_t *call) {
     p2p_call_status s;
@@ -70,14 +72,25 @@ static int64_t file_size(const char *path) {
     return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
+/* Downloads the blob into `tmp_path`, resuming what is there. An attempt
+ * cut short (each already retried by the HTTP client) is followed by another
+ * as long as the file grows; DOWNLOAD_STALLS attempts in a row that add no
+ * byte give up (the partial file stays for the next wait to resume). */
 static int fetch_blob(void *arg, const char *tmp_path, p2p_error *err) {
     fetch_ctx *x = arg;
     p2p_client *c = x->f->client;
-    int64_t before = file_size(tmp_path);
-    int rc = p2p__cwire_blob_get(c->http, x->f->broker, x->hash, tmp_path, err);
-    int64_t after = file_size(tmp_path);
-    if (after > before)
-        p2p__client_count(c, &c->stats.bytes_downloaded, (uint64_t)(after - before));
+    int64_t have = file_size(tmp_path);
+    int rc = 0;
+    for (int stalls = 0; stalls < DOWNLOAD_STALLS;) {
+        rc = p2p__cwire_blob_get(c->http, x->f->broker, x->hash, tmp_path, err);
+        int64_t now = file_size(tmp_path);
+        if (now > have)
+            p2p__client_count(c, &c->stats.bytes_downloaded, (uint64_t)(now - have));
+        stalls = now > have ? 0 : stalls + 1;
+        have = now;
+        if (rc != P2P_EUNAVAIL && rc != P2P_ETIMEDOUT && rc != P2P_EPROTO)
+            break; /* done, or an answer another attempt would not change */
+    }
     return rc;
 }
 

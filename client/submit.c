@@ -146,7 +146,9 @@ static int answer_from_cache(p2p_future *f, const p2p__ccache_entry *e, p2p_erro
     return rc;
 }
 
-/* An in-flight entry: attach to its broker's call when it still has it. */
+/* An in-flight entry: attach to its broker's call when it still has it.
+ * Asked once, without retries: a broker that is down costs one refused
+ * connection before the usual walk over the brokers. */
 static int attach_in_flight(p2p_future *f, const char *broker) {
     char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "pull_update");
     p2p_error err;
@@ -155,7 +157,7 @@ static int attach_in_flight(p2p_future *f, const char *broker) {
     int rc =
         url != NULL ? p2p_http_url_add_query(&url, "identifier", f->identifier, &err) : P2P_ENOMEM;
     if (rc == 0)
-        rc = p2p__cwire_get(f->client->http, url, 0, &call, &status, &err);
+        rc = p2p__cwire_get(f->client->probe, url, 0, &call, &status, &err);
     if (rc == 0 && (f->broker = strdup(broker)) == NULL)
         rc = P2P_ENOMEM;
     if (rc == 0)

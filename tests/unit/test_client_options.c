@@ -142,6 +142,15 @@ static void test_broker_list(void) {
     ASSERT_STR_EQ(u0, "http://127.0.0.1:1/");
     ASSERT_STR_EQ(u1, "http://127.0.0.1:2/");
     ASSERT_TRUE(p2p__brokers_at(c, 2) == NULL);
+    /* A broker that just answered is not probed again; one that failed is. */
+    ASSERT_FALSE(p2p__brokers_fresh(c, u0));
+    p2p__brokers_mark(c, u0, true);
+    ASSERT_TRUE(p2p__brokers_fresh(c, u0));
+    ASSERT_FALSE(p2p__brokers_fresh(c, u1));
+    p2p__brokers_mark(c, u1, false);
+    ASSERT_TRUE(p2p__brokers_fresh(c, u0));
+    p2p__brokers_mark(c, u0, false);
+    ASSERT_FALSE(p2p__brokers_fresh(c, u0));
     free(u0);
     free(u1);
     p2p_client_free(c);
