@@ -7,7 +7,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 PREFIX ?= /usr/local
 
-.PHONY: all deps build build-asan bench bench-quick test test-unit test-asan format check-format demo install clean
+.PHONY: all deps build build-asan bench bench-quick test test-unit test-asan format check-format demo golden install clean
 
 all: build
 
@@ -43,6 +43,11 @@ check-format:
 
 demo: deps
 	@bash scripts/demo.sh
+
+# After a deliberate change of the generators or an example: regenerate
+# tests/golden/ (review `git diff tests/golden`, then commit it).
+golden: build
+	@bash scripts/update-golden.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

@@ -1,86 +1,96 @@
 #!/usr/bin/env bash
-# `make demo`: the main job end to end on the embedded SQLite store.
-#
-# Until the worker (issue 4), the client library (issue 5) and the code
-# generator (issue 6) land, the client's and the worker's side of the protocol
-# are played here with curl against the real broker, step by step, so every
-# route the programs will use is exercised and shown.
+# `make demo`: the example examples/analyze_large_file end to end, with the
+# steps a user takes for their own header:
+#   1. build and install p2prpc (here into build/demo/prefix);
+#   2. p2prpc generate-broker, build it, start it (embedded SQLite store);
+#   3. p2prpc generate-worker and generate-client with a discovery file naming
+#      that broker, build them, start one worker on loopback;
+#   4. run the client: a progress bar, then the results;
+#   5. the same call again: answered from the client's cache at once;
+#   6. shut everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+root=$PWD
+demo=$root/build/demo
+prefix=$demo/prefix
+app=$demo/app
+example=examples/analyze_large_file
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# wait_line FILE REGEX: a program's start line, at most 60 s.
+wait_line() {
+    for _ in $(seq 600); do
+        grep -qE "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "demo: no line /$2/ in $1" >&2
+    cat "${1%.out}.log" >&2 || true
+    exit 1
+}
+
+# build_app DIR: a generated project built against the installed p2prpc.
+build_app() {
+    cmake -S "$1" -B "$1/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        >/dev/null
+    cmake --build "$1/build" -j "$JOBS" >/dev/null
+}
+
+say "1. build and install p2prpc into $prefix"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$JOBS" >/dev/null
+cmake --install build --prefix "$prefix" >/dev/null
+export PATH=$prefix/bin:$PATH
+rm -rf "$app" "$demo/home" && mkdir -p "$app" "$demo/home"
+export P2PRPC_HOME=$demo/home
 
-bin=build/bin
-fn=p2prpc_analyze_large_file
-schema=examples/analyze/function.schema.json
-home=$PWD/build/demo-home
-rm -rf "$home" && mkdir -p "$home"
-export P2PRPC_HOME=$home
+say "2. generate the broker of $example/function.h, build it, start it"
+(cd "$root" && p2prpc generate-broker $example/function.h --out "$app/broker")
+build_app "$app/broker"
+"$app/broker/build/brokerapp" --listen 127.0.0.1:0 --data-dir "$demo/home/broker" \
+    >"$demo/broker.out" 2>"$demo/broker.log" &
+pids+=($!)
+wait_line "$demo/broker.out" '^listening on '
+url=$(sed -n 's/^listening on //p' "$demo/broker.out")
+echo "broker listening on $url (store: $demo/home/broker/broker.db)"
+printf '# The broker of the demo.\n%s\n' "$url" >"$demo/discovery.txt"
 
-say() { printf '\n== %s\n' "$*"; }
-json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin)
-for k in sys.argv[1].split("."): d=d[k]
-print(d if not isinstance(d,(dict,list)) else json.dumps(d))' "$1"; }
+say "3. generate the worker and the client, build them, start one worker"
+(cd "$root" && p2prpc generate-worker $example/function.h "$demo/discovery.txt" \
+    --sources $example/function.c --out "$app/worker")
+(cd "$root" && p2prpc generate-client $example/function.h "$demo/discovery.txt" \
+    --out "$app/client")
+build_app "$app/worker"
+build_app "$app/client"
+"$app/worker/build/workerapp" --discovery "$demo/discovery.txt" \
+    --data-dir "$demo/home/worker" >"$demo/worker.out" 2>"$demo/worker.log" &
+pids+=($!)
+wait_line "$demo/worker.out" '^worker '
+cat "$demo/worker.out"
 
-say "start the broker (SQLite store and blobs under $home)"
-"$bin/p2prpc-broker" --listen 127.0.0.1:0 --data-dir "$home" --schema "$schema" \
-    >"$home/broker.out" 2>"$home/broker.log" &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '^listening on' "$home/broker.out" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$home/broker.out")
-[ -n "$url" ] || { cat "$home/broker.log"; exit 1; }
-echo "broker at $url: $(curl -sf "$url/health")"
-api=$url/api/v1/$fn
+say "4. call p2prpc_analyze_large_file(video.bin, 7) from the client"
+video=$demo/video.bin
+head -c $((32 * 1024 * 1024)) /dev/urandom >"$video"
+export P2PRPC_CACHE=$demo/home/client-cache
+"$app/client/build/clientapp" p2prpc_analyze_large_file "$video" 7 | tee "$demo/result.txt"
+report=$(sed -n 's/^results_file2 = //p' "$demo/result.txt")
+echo "results_file2 holds:"
+sed 's/^/    /' "$report"
 
-say "client: upload the input file once (HEAD first), then push the call"
-video=examples/analyze/function.h
-vhash=$("$bin/p2prpc" hash "$video" | cut -c1-64)
-vsize=$(stat -c %s "$video")
-curl -sf -o /dev/null -I "$url/api/v1/blobs/$vhash" && echo "blob already there" ||
-    curl -sf -X PUT --data-binary "@$video" "$url/api/v1/blobs/$vhash" && echo
-args="{\"video_handle\": {\"hash\": \"$vhash\", \"size\": $vsize}, \"arg2\": 160}"
-fp=$(curl -sf "$url/api/v1/functions" | json_get functions | python3 -c \
-    'import json,sys; print(json.load(sys.stdin)[0]["fingerprint"])')
-id=$(echo "$args" | "$bin/p2prpc" ident "$schema" -)
-echo "identifier: $id"
-curl -sf "$api/push_update" -d "{\"identifier\": \"$id\", \"fingerprint\": \"$fp\",
-    \"args\": $args, \"execute\": true}"
-echo
+say "5. the same call again: the client's cache answers, no network"
+start=$(date +%s%N)
+"$app/client/build/clientapp" p2prpc_analyze_large_file "$video" 7
+echo "answered in $((($(date +%s%N) - start) / 1000000)) ms"
 
-say "worker: claim the call (long-poll search_work), report progress, push the outputs"
-work=$(curl -sf "$api/search_work?wait=5" -d '{"worker": "demo-worker"}')
-token=$(echo "$work" | json_get lease_token)
-arg2=$(echo "$work" | json_get args.arg2)
-echo "claimed with lease $token, arg2=$arg2"
-curl -sf "$api/push_update" -d "{\"identifier\": \"$id\", \"lease_token\": \"$token\",
-    \"progress\": 50}"
-echo
-report=$home/report.txt
-printf 'frames analysed: %d\n' "$((arg2 * 3))" >"$report"
-rhash=$("$bin/p2prpc" hash --no-cache "$report" | cut -c1-64)
-curl -sf -X PUT --data-binary "@$report" "$url/api/v1/blobs/$rhash" >/dev/null
-curl -sf "$api/push_update" -d "{\"identifier\": \"$id\", \"lease_token\": \"$token\",
-    \"outputs\": {\"results_file1\": {\"hash\": \"$vhash\", \"size\": $vsize},
-                  \"results_file2\": {\"hash\": \"$rhash\", \"size\": $(stat -c %s "$report")},
-                  \"res_var\": $((10 * arg2))}}"
-echo
-
-say "client: read the result and download an output file, verified by its hash"
-result=$(curl -sf "$api/pull_update?identifier=$id")
-echo "status: $(echo "$result" | json_get status), res_var: $(echo "$result" | json_get outputs.res_var)"
-curl -sf -o "$home/results_file2" "$url/api/v1/blobs/$(echo "$result" | json_get outputs.results_file2.hash)"
-[ "$("$bin/p2prpc" hash --no-cache "$home/results_file2" | cut -c1-64)" = "$rhash" ]
-echo "results_file2 verified: $(cat "$home/results_file2")"
-
-say "client: the same call again is answered from the broker's record, not re-run"
-curl -sf "$api/push_update" -d "{\"identifier\": \"$id\", \"fingerprint\": \"$fp\",
-    \"args\": $args, \"execute\": true}"
-echo
-
-say "done"
-echo "Every step above used the real broker over HTTP. Still to come: the client library"
-echo "(issue 5), and 'p2prpc generate-broker/worker/client' (issue 6), which writes the"
-echo "worker program of this function (over the worker library, p2p_worker_main) and the"
-echo "client stubs that replace the curl steps."
+say "6. shut down"
+cleanup
+pids=()
+echo "broker and worker stopped. The generated programs are in $app; try your own header:"
+echo "  p2prpc generate-broker my.h; p2prpc generate-worker my.h discovery.txt --sources my.c"
+echo "  p2prpc generate-client my.h discovery.txt   (docs/cli.md)"

@@ -17,7 +17,7 @@ PACKAGES=(
     libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
     libmongoc-dev libbson-dev libsqlite3-dev libssl-dev uuid-dev
     clang clang-format libclang-rt-14-dev valgrind
-    curl python3 nodejs
+    curl python3 python3-yaml nodejs
 )
 
 if [ "${1:-}" = "--bench" ]; then

@@ -44,8 +44,10 @@ echo "pkg-config consumer: $out2"
 
 # 3. The example's annotated header compiles untouched against the installed
 #    headers (DESIGN.md §1: the markers are plain C).
-PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc -std=c11 -Wall -Wextra -Wpedantic -Werror \
-    -fsyntax-only $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags p2prpc) \
-    -x c "$P2PRPC_SOURCE_DIR/examples/analyze/function.h"
-echo "example header compiles against the installed headers"
+for h in analyze_large_file/function.h stats/functions.h; do
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig" cc -std=c11 -Wall -Wextra -Wpedantic -Werror \
+        -fsyntax-only $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags p2prpc) \
+        -x c "$P2PRPC_SOURCE_DIR/examples/$h"
+done
+echo "the examples' headers compile against the installed headers"
 echo "install test passed"
