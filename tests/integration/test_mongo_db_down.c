@@ -13,7 +13,8 @@
  *   started before the outage gets the work done, and the maintenance passes
  *   that failed meanwhile were counted (p2prpc_maintenance_errors_total);
  * - a broker started while the database is down exits at once (status not 0)
- *   saying "database unavailable", instead of serving 503s from the start.
+ *   saying "database unavailable", instead of serving 503s from the start; so
+ *   does a broker given a malformed --store mongodb:// URI.
  * The proxy also counts connections: 100 requests before the outage open no
  * more than a handful, so the broker keeps a client pool rather than a client
  * per operation. */
@@ -115,6 +116,14 @@ static void expect_start_refused(void) {
     char *log = NULL;
     ASSERT_OK(p2p_fs_read_file(B.log, 1 << 20, &log, &len, NULL));
     ASSERT_STR_CONTAINS(log, "database unavailable");
+    free(log);
+    /* A malformed URI: refused before any connection. */
+    snprintf(B.store, sizeof(B.store), "mongodb://127.0.0.1:1/bad.name");
+    ASSERT_OK(harness_write_file(B.log, "", 0, NULL));
+    ASSERT_NE(broker_try_start(&B, &err), 0);
+    ASSERT_OK(p2p_fs_read_file(B.log, 1 << 20, &log, &len, NULL));
+    fprintf(stderr, "malformed URI: %s", log);
+    ASSERT_STR_CONTAINS(log, "bad MongoDB URI"); /* the URI itself may hold a password */
     free(log);
 }
 
