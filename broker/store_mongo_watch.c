@@ -94,8 +94,10 @@ static void merge_local(p2p__mg_store *s) {
     size_t n = s->nlocal + s->npending;
     p2p__mg_seen *all = n > 0 ? malloc(n * sizeof(*all)) : NULL;
     if (all != NULL) {
-        memcpy(all, s->local, s->nlocal * sizeof(*all));
-        memcpy(all + s->nlocal, s->pending, s->npending * sizeof(*all));
+        if (s->nlocal > 0)
+            memcpy(all, s->local, s->nlocal * sizeof(*all));
+        if (s->npending > 0)
+            memcpy(all + s->nlocal, s->pending, s->npending * sizeof(*all));
         s->npending = 0;
     }
     pthread_mutex_unlock(&s->local_lock);
