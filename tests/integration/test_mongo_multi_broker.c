@@ -8,7 +8,8 @@
  * - each result is readable from either broker, and a long-poll on one broker
  *   learns of work done through the other (every call is awaited on the
  *   broker it was not pushed to);
- * - both brokers handed out work, and both workers did some.
+ * - both brokers handed out work, and each worker ran calls it got from each
+ *   broker (its log says "running call ... from URL").
  *
  * Then blobs across brokers (GridFS): an input uploaded to one broker is the
  * argument of a call pushed to the other; the worker's output, uploaded to
@@ -215,8 +216,23 @@ static int check_results_on_both(void) {
     return reclaimed;
 }
 
-/* Both brokers handed out work, both workers ran some, no lease expired;
- * returns the claims of both. */
+/* Lines of worker `w`'s log that say it ran a call of p2prpc_add it got
+ * from broker `b`. */
+static int runs_from(const worker *w, const broker *b) {
+    char from[HARNESS_URL_MAX + 32];
+    snprintf(from, sizeof(from), " of p2prpc_add from %s/ ", b->url);
+    FILE *f = fopen(w->log, "r");
+    ASSERT_TRUE(f != NULL);
+    char line[1024];
+    int n = 0;
+    for (int i = 0; i < 1000000 && fgets(line, sizeof(line), f) != NULL; i++)
+        n += strstr(line, "worker: running call ") != NULL && strstr(line, from) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Both brokers handed out work, each worker ran calls from each broker, no
+ * lease expired; returns the claims of both. */
 static double check_sharing(const worker w[2], const int per_worker[2]) {
     double claims[2];
     for (int k = 0; k < 2; k++) {
@@ -230,6 +246,13 @@ static double check_sharing(const worker w[2], const int per_worker[2]) {
     ASSERT_GT(per_worker[1], 0);
     ASSERT_GT(claims[0], 0);
     ASSERT_GT(claims[1], 0);
+    for (int k = 0; k < 2; k++) {
+        int from_a = runs_from(&w[k], &B[0]), from_b = runs_from(&w[k], &B[1]);
+        fprintf(stderr, "worker %d ran %d calls from broker A, %d from broker B\n", k + 1, from_a,
+                from_b);
+        ASSERT_GT(from_a, 0);
+        ASSERT_GT(from_b, 0);
+    }
     return claims[0] + claims[1];
 }
 
