@@ -133,13 +133,12 @@ static int index_call(p2p__mg_conn *c, const char *identifier, const char *funct
 }
 
 /* Inserts the new call; `*inserted` is false when it exists already. */
-static int insert_call(p2p__mg_conn *c, mongoc_collection_t *coll, const bson_t *doc,
-                       bool *inserted, p2p_error *err) {
+static int insert_call(mongoc_collection_t *coll, const bson_t *doc, bool *inserted,
+                       p2p_error *err) {
     bson_error_t e;
     *inserted = mongoc_collection_insert_one(coll, doc, NULL, NULL, &e);
     if (*inserted || p2p__mg_duplicate(&e))
         return 0;
-    (void)c;
     return p2p__mg_error(&e, err, "cannot store a call");
 }
 
@@ -195,7 +194,7 @@ int p2p__mg_create(p2p_store *store, const p2p_store_new_call *in, p2p_call *out
         rc = next_seq(&c, &seq, err);
     if (rc == 0) {
         doc = new_call_doc(s, in, seq);
-        rc = insert_call(&c, coll, doc, created, err);
+        rc = insert_call(coll, doc, created, err);
     }
     /* The index entry is written after the call, so that a crash between
      * the two leaves a call that the next create of it indexes again. */
