@@ -19,7 +19,10 @@
  * search_work parked on broker B answers a call pushed to broker A, and a
  * pull_update parked on A answers the completion pushed to B, each within
  * 5 s (generous for a loaded machine; the backend re-checks about every
- * 500 ms, docs/store.md). The latencies are printed.
+ * 500 ms, docs/store.md). The latencies are printed. And 20 pull_updates
+ * parked on B for 3 s on a call nobody changes cost B at most two store
+ * reads each (the check before parking, the one at the deadline): the
+ * re-check across brokers is not a per-waiter poll.
  *
  * On jongodb (the npm test server) concurrent findAndModify is not atomic, so
  * two brokers can hand out the same call: there everything else is asserted
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CALLS 300
 #define B_ARG 7000
@@ -298,6 +302,59 @@ static void test_two_brokers_one_database(void) {
     ASSERT_EQ(reclaimed, 0); /* no call was handed out twice */
 }
 
+#define PARKED 20
+
+static void *park_quiet_main(void *arg) {
+    parked *p = arg;
+    p2p_http_client *c = broker_client(p->b, 60000);
+    fx_pull(p->b, c, FX_ADD, p->id, p->since, 3, &p->r);
+    p2p_http_client_free(c);
+    return NULL;
+}
+
+static void test_parked_waiters_do_not_poll(void) {
+    char id[P2P_HASH_HEX_LEN + 1];
+    json_t *args = fx_add_args(-7, 7);
+    json_t *body = json_pack("{s:s, s:s, s:O}", "identifier", "", "fingerprint",
+                             p2p_schema_fingerprint(wf_schema(WF_ADD)), "args", args);
+    wf_call_id(WF_ADD, args, id);
+    ASSERT_OK(json_object_set_new(body, "identifier", json_string(id)));
+    harness_reply r;
+    fx_post(&B[0], NULL, FX_ADD, "push_update", NULL, body, &r); /* pushed: nobody claims it */
+    HARNESS_EXPECT(&r, 201, NULL);
+    harness_reply_cleanup(&r);
+    json_decref(body);
+    json_decref(args);
+    /* Past two periods of B's watcher, which reports the new call once (that
+     * would wake the waiters for one more check each). */
+    struct timespec settle = {1, 500 * 1000 * 1000};
+    nanosleep(&settle, NULL);
+    /* What reading the metrics costs by itself (the calls gauge reads the
+     * store), to take it out of the count. */
+    double before = metric(&B[1], "p2prpc_store_reads_total");
+    double reads0 = metric(&B[1], "p2prpc_store_reads_total");
+    double overhead = reads0 - before;
+    static parked p[PARKED];
+    pthread_t t[PARKED];
+    for (int i = 0; i < PARKED; i++) {
+        p[i] = (parked){.b = &B[1], .id = id, .since = 1};
+        ASSERT_EQ(pthread_create(&t[i], NULL, park_quiet_main, &p[i]), 0);
+    }
+    for (int i = 0; i < PARKED; i++) {
+        ASSERT_EQ(pthread_join(t[i], NULL), 0);
+        HARNESS_EXPECT(&p[i].r, 200, NULL);
+        ASSERT_STR_EQ(harness_reply_str(&p[i].r, "status"), "pushed");
+        harness_reply_cleanup(&p[i].r);
+    }
+    double reads = metric(&B[1], "p2prpc_store_reads_total") - reads0 - overhead;
+    fprintf(stderr,
+            "%d pull_updates parked 3 s on broker B: %.0f store reads (%.0f more for the "
+            "metrics)\n",
+            PARKED, reads, overhead);
+    /* A re-check per waiter every watcher period would be ~6 reads each. */
+    ASSERT_LE(reads, 2 * PARKED + 2);
+}
+
 /* `len` bytes that differ everywhere, from `seed` (caller frees). */
 static unsigned char *blob_data(unsigned seed, size_t len) {
     unsigned char *data = malloc(len);
@@ -368,6 +425,7 @@ int main(void) {
     mongo_fixture_start(&M, "multi_broker");
     start_brokers();
     TEST_RUN(test_cross_broker_wakeups);
+    TEST_RUN(test_parked_waiters_do_not_poll);
     TEST_RUN(test_blobs_across_brokers);
     TEST_RUN(test_two_brokers_one_database);
     mongo_fixture_cleanup(&M);
