@@ -176,6 +176,15 @@ static int64_t kill_a_mid_run(void) {
     return killed;
 }
 
+/* Waits (bounded) until A acknowledged a first blob, so that the kill falls
+ * among the uploads. */
+static void await_first_blob(long timeout_ms) {
+    int64_t deadline = harness_now_ms() + timeout_ms;
+    while (atomic_load(&blobs_tried) < 2 && harness_now_ms() < deadline)
+        sleep_ms(50);
+    ASSERT_GE(atomic_load(&blobs_tried), 2);
+}
+
 static void test_kill_one_broker(void) {
     worker w[2];
     start_all(w);
@@ -187,6 +196,7 @@ static void test_kill_one_broker(void) {
         ASSERT_EQ(pthread_join(pushers[k], NULL), 0);
     pthread_t uploader;
     ASSERT_EQ(pthread_create(&uploader, NULL, uploader_main, NULL), 0);
+    await_first_blob(60000);
     int64_t killed = kill_a_mid_run();
     ASSERT_EQ(pthread_join(uploader, NULL), 0);
     check_blobs();

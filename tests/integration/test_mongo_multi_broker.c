@@ -328,9 +328,9 @@ static void test_parked_waiters_do_not_poll(void) {
     harness_reply_cleanup(&r);
     json_decref(body);
     json_decref(args);
-    /* Past two periods of B's watcher, which reports the new call once (that
-     * would wake the waiters for one more check each). */
-    struct timespec settle = {1, 500 * 1000 * 1000};
+    /* Past a few periods of B's watcher, which reports the new call once
+     * (that would wake the waiters for one more check each). */
+    struct timespec settle = {3, 0};
     nanosleep(&settle, NULL);
     /* What reading the metrics costs by itself (the calls gauge reads the
      * store), to take it out of the count. */
