@@ -45,7 +45,8 @@ void mongo_fixture_start(mongo_fixture *m, const char *name);
 
 /* The URI of this fixture's database through `host_port` ("127.0.0.1:PORT",
  * a mongo_proxy) instead of the server's hosts, with directConnection=true,
- * into `out`. */
+ * into `out`. With a replica set in $P2PRPC_TEST_MONGO_URI, name its primary
+ * first: the proxy relays to the first host only. */
 void mongo_fixture_uri_for(const mongo_fixture *m, const char *host_port, char *out, size_t size);
 
 /* "127.0.0.1:PORT" of the server (the first host of the URI) into `out`. */

@@ -10,13 +10,17 @@
  *   running through A: their worker can no longer renew through A, so their
  *   lease expires and B's maintenance queues them again (counted by B's
  *   p2prpc_lease_requeued_total);
- * - B still takes new work after the crash.
+ * - B still takes new work after the crash;
+ * - blobs: an uploader PUTs 4 MiB blobs to A until it dies. Through B, every
+ *   upload A acknowledged (201) is there whole, and every other one is either
+ *   absent or whole: a blob cut by the crash is never served in part.
  * Nothing here depends on atomic concurrent claims, so it runs in full on
  * jongodb too. */
 #include "mongo_fixture.h"
 #include "worker_fixture.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +32,70 @@
 static mongo_fixture M;
 static broker B[2];
 static char ids[CALLS][P2P_HASH_HEX_LEN + 1];
+
+/* ---- blobs uploaded to A while it dies ---- */
+
+#define BLOBS 32
+#define BLOB_LEN (4u << 20)
+
+static char blob_hash[BLOBS][P2P_HASH_HEX_LEN + 1];
+static int blob_acked[BLOBS];
+static atomic_int blobs_tried;
+
+static void fill_blob(unsigned char *data, int k) {
+    for (size_t i = 0; i < BLOB_LEN; i++)
+        data[i] = (unsigned char)(((i + (size_t)k * 7919u) * 2654435761u) >> 11);
+}
+
+/* PUTs blob after blob to A until a request gets no answer (A died). */
+static void *uploader_main(void *arg) {
+    (void)arg;
+    unsigned char *data = malloc(BLOB_LEN);
+    ASSERT_TRUE(data != NULL);
+    p2p_http_client *c = broker_client(&B[0], 30000);
+    for (int k = 0; k < BLOBS; k++) {
+        fill_blob(data, k);
+        harness_reply r;
+        fx_blob_put(&B[0], c, data, BLOB_LEN, blob_hash[k], &r);
+        atomic_store(&blobs_tried, k + 1);
+        bool answered = r.rc == 0;
+        blob_acked[k] = answered && r.status == 201;
+        harness_reply_cleanup(&r);
+        if (!answered)
+            break;
+    }
+    p2p_http_client_free(c);
+    free(data);
+    return NULL;
+}
+
+/* Through B: acknowledged blobs whole, the others absent or whole. */
+static void check_blobs(void) {
+    unsigned char *want = malloc(BLOB_LEN);
+    ASSERT_TRUE(want != NULL);
+    int acked = 0, absent = 0, whole = 0;
+    for (int k = 0; k < atomic_load(&blobs_tried); k++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/api/v1/blobs/%s", blob_hash[k]);
+        harness_reply r;
+        ASSERT_OK(harness_get(B[1].client, B[1].url, path, 60000, &r));
+        acked += blob_acked[k];
+        if (r.status == 404 && !blob_acked[k]) {
+            absent++;
+        } else {
+            HARNESS_EXPECT(&r, 200, NULL);
+            fill_blob(want, k);
+            ASSERT_EQ(r.body_len, BLOB_LEN);
+            ASSERT_MEM_EQ(r.body, want, BLOB_LEN);
+            whole++;
+        }
+        harness_reply_cleanup(&r);
+    }
+    fprintf(stderr, "blobs PUT to A: %d tried, %d acknowledged; through B %d whole, %d absent\n",
+            atomic_load(&blobs_tried), acked, whole, absent);
+    ASSERT_GT(acked, 0);
+    free(want);
+}
 
 static json_t *slow_args(int i) {
     /* Distinct step counts make distinct calls. */
@@ -108,6 +176,15 @@ static int64_t kill_a_mid_run(void) {
     return killed;
 }
 
+/* Waits (bounded) until A acknowledged a first blob, so that the kill falls
+ * among the uploads. */
+static void await_first_blob(long timeout_ms) {
+    int64_t deadline = harness_now_ms() + timeout_ms;
+    while (atomic_load(&blobs_tried) < 2 && harness_now_ms() < deadline)
+        sleep_ms(50);
+    ASSERT_GE(atomic_load(&blobs_tried), 2);
+}
+
 static void test_kill_one_broker(void) {
     worker w[2];
     start_all(w);
@@ -117,7 +194,12 @@ static void test_kill_one_broker(void) {
         ASSERT_EQ(pthread_create(&pushers[k], NULL, pusher_main, &which[k]), 0);
     for (int k = 0; k < 2; k++)
         ASSERT_EQ(pthread_join(pushers[k], NULL), 0);
+    pthread_t uploader;
+    ASSERT_EQ(pthread_create(&uploader, NULL, uploader_main, NULL), 0);
+    await_first_blob(60000);
     int64_t killed = kill_a_mid_run();
+    ASSERT_EQ(pthread_join(uploader, NULL), 0);
+    check_blobs();
 
     /* B alone: every call, whichever broker took it, ends done. */
     for (int i = 0; i < CALLS; i++) {

@@ -10,10 +10,13 @@
  *   (/health answers 200);
  * - once it is back, the same broker process, never restarted, creates and
  *   reads calls again by itself (bounded retries, 250 ms apart), a worker
- *   started before the outage gets the work done, and the maintenance passes
- *   that failed meanwhile were counted (p2prpc_maintenance_errors_total);
+ *   started before the outage gets the work done, the maintenance passes
+ *   that failed meanwhile were counted (p2prpc_maintenance_errors_total), and
+ *   the store's watcher said once that the database was gone and once that it
+ *   answers again (no line per failed look);
  * - a broker started while the database is down exits at once (status not 0)
- *   saying "database unavailable", instead of serving 503s from the start.
+ *   saying "database unavailable", instead of serving 503s from the start; so
+ *   does a broker given a malformed --store mongodb:// URI.
  * The proxy also counts connections: 100 requests before the outage open no
  * more than a handful, so the broker keeps a client pool rather than a client
  * per operation. */
@@ -103,6 +106,29 @@ static int push_until_created(long long a, long long x, char id[P2P_HASH_HEX_LEN
     return tries;
 }
 
+/* Lines of the broker's log that contain `text`. */
+static int log_lines(const char *text) {
+    FILE *f = fopen(B.log, "r");
+    ASSERT_TRUE(f != NULL);
+    char line[2048];
+    int n = 0;
+    for (int i = 0; i < 1000000 && fgets(line, sizeof(line), f) != NULL; i++)
+        n += strstr(line, text) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* The watcher's two lines, once each (bounded wait for the second: its next
+ * look comes within a second). */
+static void expect_watcher_said_once(void) {
+    static const char gone[] = "store watcher: database unavailable";
+    static const char back[] = "store watcher: the database answers again";
+    for (int i = 0; i < 40 && log_lines(back) == 0; i++)
+        sleep_ms(250);
+    ASSERT_EQ(log_lines(gone), 1);
+    ASSERT_EQ(log_lines(back), 1);
+}
+
 /* Down before the broker starts: it refuses to start, and says why. */
 static void expect_start_refused(void) {
     mongo_proxy_set_down(proxy, true);
@@ -115,6 +141,14 @@ static void expect_start_refused(void) {
     char *log = NULL;
     ASSERT_OK(p2p_fs_read_file(B.log, 1 << 20, &log, &len, NULL));
     ASSERT_STR_CONTAINS(log, "database unavailable");
+    free(log);
+    /* A malformed URI: refused before any connection. */
+    snprintf(B.store, sizeof(B.store), "mongodb://127.0.0.1:1/bad.name");
+    ASSERT_OK(harness_write_file(B.log, "", 0, NULL));
+    ASSERT_NE(broker_try_start(&B, &err), 0);
+    ASSERT_OK(p2p_fs_read_file(B.log, 1 << 20, &log, &len, NULL));
+    fprintf(stderr, "malformed URI: %s", log);
+    ASSERT_STR_CONTAINS(log, "bad MongoDB URI"); /* the URI itself may hold a password */
     free(log);
 }
 
@@ -177,6 +211,7 @@ static void test_database_down_and_back(void) {
     free(metrics);
     fprintf(stderr, "maintenance passes that failed while down: %.0f\n", failed_passes);
     ASSERT_GT(failed_passes, 0);
+    expect_watcher_said_once();
     worker_stop(&w, 30000);
     worker_cleanup(&w);
     broker_stop(&B);

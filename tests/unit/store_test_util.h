@@ -2,9 +2,10 @@
  * directory, a clock the tests drive, identifiers and hashes from numbers, and
  * the backend under test.
  *
- * The conformance tests (test_store, test_store_concurrency,
- * test_store_durability) are written once and registered twice by
- * tests/CMakeLists.txt: once on SQLite, once with P2PRPC_TEST_STORE=mongodb.
+ * The conformance tests (P2P_STORE_CONFORMANCE in tests/CMakeLists.txt: the
+ * store, blob store and in-process broker tests) are written once and
+ * registered twice: once on SQLite (and the disk blob store), once with
+ * P2PRPC_TEST_STORE=mongodb (and GridFS).
  * Then st_location() names a MongoDB database of the server at
  * $P2PRPC_TEST_MONGO_URI (a real MongoDB), else the one the ctest fixture
  * started (tests/mongo/server.sh writes its URI to $P2PRPC_TEST_MONGO_STATE/uri).
