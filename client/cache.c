@@ -8,6 +8,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "sqlite_util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -63,6 +64,20 @@ static int exec_sql(p2p__ccache *c, const char *sql, p2p_error *err) {
     return rc;
 }
 
+/* In one IMMEDIATE transaction: it waits for the write lock (busy timeout),
+ * where statements of their own could fail at once on a lock upgrade when
+ * several processes open a new cache together. */
+static int create_schema(p2p__ccache *c, p2p_error *err) {
+    int rc = exec_sql(c, "BEGIN IMMEDIATE", err);
+    if (rc != 0)
+        return rc;
+    rc = exec_sql(c, SCHEMA_SQL, err);
+    if (rc == 0)
+        return exec_sql(c, "COMMIT", err);
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
 static int make_dirs(p2p__ccache *c, const char *dir, p2p_error *err) {
     c->files_dir = p2p_fs_join(dir, "files");
     c->tmp_dir = c->files_dir != NULL ? p2p_fs_join(c->files_dir, "tmp") : NULL;
@@ -93,7 +108,8 @@ int p2p__ccache_open(const char *dir, p2p__ccache **out, p2p_error *err) {
     if (rc == 0) {
         sqlite3_busy_timeout(c->db, P2P__CCACHE_BUSY_MS);
         /* WAL: readers of other processes never block the one writer. */
-        rc = exec_sql(c, "PRAGMA journal_mode = WAL", err);
+        if (p2p_sqlite_set_wal(c->db, P2P__CCACHE_BUSY_MS) != SQLITE_OK)
+            rc = db_error(c, err, "PRAGMA journal_mode = WAL");
     }
     /* NORMAL in WAL mode: a commit survives a crash of the process, and a
      * power cut may lose the last entries, which only costs asking the broker
@@ -101,7 +117,7 @@ int p2p__ccache_open(const char *dir, p2p__ccache **out, p2p_error *err) {
     if (rc == 0)
         rc = exec_sql(c, "PRAGMA synchronous = NORMAL", err);
     if (rc == 0)
-        rc = exec_sql(c, SCHEMA_SQL, err);
+        rc = create_schema(c, err);
     free(path);
     if (rc != 0) {
         p2p__ccache_free(c);

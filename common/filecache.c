@@ -2,6 +2,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "sqlite_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +101,8 @@ static int setup(p2p_filecache *c, p2p_error *err) {
     int format = 0;
     /* journal_mode=WAL lets readers and one writer of several processes work
      * at once; synchronous=NORMAL is durable enough for a cache. */
-    int rc = exec(c, "PRAGMA journal_mode = WAL", err);
+    int src = p2p_sqlite_set_wal(c->db, P2P_FILECACHE_DEFAULT_BUSY_MS);
+    int rc = src == SQLITE_OK ? 0 : db_error(c, c->db, src, "PRAGMA journal_mode = WAL", err);
     if (rc == 0)
         rc = exec(c, "PRAGMA synchronous = NORMAL", err);
     if (rc == 0)
@@ -109,10 +111,19 @@ static int setup(p2p_filecache *c, p2p_error *err) {
         return p2p_error_set(err, P2P_EINVAL,
                              "file cache %s has format %d, newer than this program's (%d)", c->path,
                              format, CACHE_FORMAT);
+    /* One IMMEDIATE transaction waits for the write lock (busy timeout), where
+     * statements of their own could fail at once on a lock upgrade when
+     * several processes open a new cache together. */
     if (rc == 0)
-        rc = exec(c, setup_sql, err);
+        rc = exec(c, "BEGIN IMMEDIATE", err);
+    if (rc != 0)
+        return rc;
+    rc = exec(c, setup_sql, err);
     if (rc == 0 && format < CACHE_FORMAT)
         rc = exec(c, "PRAGMA user_version = 1", err);
+    if (rc == 0)
+        return exec(c, "COMMIT", err);
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 

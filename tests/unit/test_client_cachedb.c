@@ -161,17 +161,18 @@ typedef struct racer {
     const char *dir;
     fake_fetch *fetch;
     int rc;
+    p2p_error err;
 } racer;
 
 /* Each racer opens its own handle, as another process would. */
 static void *race(void *arg) {
     racer *r = arg;
     p2p__ccache *c = NULL;
-    r->rc = p2p__ccache_open(r->dir, &c, NULL);
+    r->rc = p2p__ccache_open(r->dir, &c, &r->err);
     if (r->rc == 0)
-        r->rc = p2p__ccache_ensure_file(c, SHA_ABC, 3, fetch_text, r->fetch, NULL);
+        r->rc = p2p__ccache_ensure_file(c, SHA_ABC, 3, fetch_text, r->fetch, &r->err);
     if (r->rc == 0)
-        r->rc = p2p__ccache_put_done(c, ID_A, "p2prpc_f", NULL, "{}", NULL, 0, NULL);
+        r->rc = p2p__ccache_put_done(c, ID_A, "p2prpc_f", NULL, "{}", NULL, 0, &r->err);
     p2p__ccache_free(c);
     return NULL;
 }
@@ -184,11 +185,13 @@ static void test_handles_share_one_download(void) {
     pthread_t t[N];
     racer r[N];
     for (int i = 0; i < N; i++) {
-        r[i] = (racer){dir, &abc, -1};
+        r[i] = (racer){dir, &abc, -1, {0}};
         ASSERT_EQ(pthread_create(&t[i], NULL, race, &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {
         ASSERT_EQ(pthread_join(t[i], NULL), 0);
+        if (r[i].rc != 0)
+            fprintf(stderr, "racer %d: %s\n", i, r[i].err.msg);
         ASSERT_OK(r[i].rc);
     }
     ASSERT_EQ(atomic_load(&abc.calls), 1);

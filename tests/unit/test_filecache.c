@@ -156,6 +156,45 @@ static void test_two_handles_and_reopen(void) {
     unlink(path);
 }
 
+typedef struct opener {
+    char path[600];
+    int rc;
+    p2p_error err;
+} opener;
+
+static void *open_and_close(void *arg) {
+    opener *o = arg;
+    p2p_filecache *c = NULL;
+    o->rc = p2p_filecache_open(o->path, &c, &o->err);
+    p2p_filecache_free(c);
+    return NULL;
+}
+
+/* Several processes opening one new cache at the same moment (the clients
+ * of one cache_path starting together): every open succeeds. Switching a new
+ * database to WAL answers "database is locked" at once, without the busy
+ * handler, to all but one of them; the open retries. 20 new databases, 4
+ * openers each. */
+static void test_concurrent_first_opens(void) {
+    enum { ROUNDS = 20, N = 4 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char name[64];
+        snprintf(name, sizeof(name), "race%d.db", round);
+        pthread_t t[N];
+        opener o[N];
+        for (int i = 0; i < N; i++) {
+            o[i] = (opener){.rc = -1};
+            tmp_path(o[i].path, sizeof(o[i].path), name);
+            ASSERT_EQ(pthread_create(&t[i], NULL, open_and_close, &o[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            ASSERT_EQ(pthread_join(t[i], NULL), 0);
+            if (o[i].rc != 0)
+                TEST_FAIL_("round %d, opener %d: %s", round, i, o[i].err.msg);
+        }
+    }
+}
+
 static void test_prune_keeps_the_most_recently_used(void) {
     p2p_filecache *c = open_cache("prune.db");
     char paths[5][600];
@@ -338,6 +377,7 @@ int main(void) {
     TEST_RUN(test_hit_avoids_rehash_and_mtime_invalidates);
     TEST_RUN(test_recent_files_are_not_stored);
     TEST_RUN(test_two_handles_and_reopen);
+    TEST_RUN(test_concurrent_first_opens);
     TEST_RUN(test_prune_keeps_the_most_recently_used);
     TEST_RUN(test_change_during_hashing_is_not_stored);
     TEST_RUN(test_size_mismatch_is_refused);
