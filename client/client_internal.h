@@ -151,9 +151,6 @@ void p2p__brokers_gossip(p2p_client *c, const char *url);
 
 /* ---- wire (wire.c) ---- */
 
-/* The URL BASE + "api/v1/" + function + "/" + route; caller frees. */
-char *p2p__cwire_url(const char *base, const char *function, const char *route);
-
 /* POSTs `body` (borrowed) as JSON; on a reply (any status) `*status` is set
  * and `*reply` gets the parsed 2xx body (caller decrefs). Returns 0 for a
  * 2xx, else the error of the exchange or of the status. */

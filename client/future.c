@@ -203,7 +203,7 @@ static void sleep_ms(int64_t ms) {
 
 /* One long-poll of at most `wait_s` seconds. */
 static int poll_once(p2p_future *f, int wait_s, long *status, p2p_error *err) {
-    char *url = p2p__cwire_url(f->broker, p2p_schema_name(f->schema), "pull_update");
+    char *url = p2p_http_api_url(f->broker, p2p_schema_name(f->schema), "pull_update");
     char since[32], wait[16];
     snprintf(since, sizeof(since), "%" PRId64, f->version);
     snprintf(wait, sizeof(wait), "%d", wait_s);

@@ -10,7 +10,7 @@
 /* POSTs {"identifier": ID} to `route` of the call's function on `broker`. */
 static int post_call(p2p_future *f, const char *broker, const char *route, json_t **reply,
                      long *status, p2p_error *err) {
-    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), route);
+    char *url = p2p_http_api_url(broker, p2p_schema_name(f->schema), route);
     json_t *body = json_pack("{s:s}", "identifier", f->identifier);
     int rc = url != NULL && body != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     /* Each of these routes gives the same result when repeated. */

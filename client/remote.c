@@ -60,7 +60,7 @@ static int upload_blobs(p2p_future *f, const char *broker, p2p_error *err) {
 
 /* GET pull_update: 0 (attached), P2P_ENOTFOUND (not there) or an error. */
 static int pull(p2p_future *f, const char *broker, long *status, p2p_error *err) {
-    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "pull_update");
+    char *url = p2p_http_api_url(broker, p2p_schema_name(f->schema), "pull_update");
     json_t *call = NULL;
     int rc = url != NULL ? p2p_http_url_add_query(&url, "identifier", f->identifier, err)
                          : p2p_error_set(err, P2P_ENOMEM, "out of memory");
@@ -89,7 +89,7 @@ static int conflict(const p2p_future *f, const char *broker, p2p_error *err) {
 }
 
 static int push(p2p_future *f, const char *broker, long *status, p2p_error *err) {
-    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "push_update");
+    char *url = p2p_http_api_url(broker, p2p_schema_name(f->schema), "push_update");
     json_t *body = json_pack("{s:s, s:s, s:O, s:b}", "identifier", f->identifier, "fingerprint",
                              p2p_schema_fingerprint(f->schema), "args", f->args, "execute", 1);
     json_t *reply = NULL;
@@ -115,7 +115,7 @@ static int push(p2p_future *f, const char *broker, long *status, p2p_error *err)
  * run, and this caller asks for its result. (A failed call is not: it would
  * fail again; p2p_future_restart is the explicit way.) */
 static int rerun_terminated(p2p_future *f, const char *broker, long *status, p2p_error *err) {
-    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "restart");
+    char *url = p2p_http_api_url(broker, p2p_schema_name(f->schema), "restart");
     json_t *body = json_pack("{s:s}", "identifier", f->identifier);
     json_t *reply = NULL;
     int rc = url != NULL && body != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");

@@ -150,7 +150,7 @@ static int answer_from_cache(p2p_future *f, const p2p__ccache_entry *e, p2p_erro
  * Asked once, without retries: a broker that is down costs one refused
  * connection before the usual walk over the brokers. */
 static int attach_in_flight(p2p_future *f, const char *broker) {
-    char *url = p2p__cwire_url(broker, p2p_schema_name(f->schema), "pull_update");
+    char *url = p2p_http_api_url(broker, p2p_schema_name(f->schema), "pull_update");
     p2p_error err;
     json_t *call = NULL;
     long status = 0;

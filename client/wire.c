@@ -13,14 +13,6 @@
 /* One attempt of a download may take this long; the next one resumes. */
 #define DOWNLOAD_ATTEMPT_MS (10 * 60 * 1000L)
 
-char *p2p__cwire_url(const char *base, const char *function, const char *route) {
-    size_t len = strlen(base) + strlen(function) + strlen(route) + 16;
-    char *url = malloc(len);
-    if (url != NULL)
-        snprintf(url, len, "%sapi/v1/%s/%s", base, function, route);
-    return url;
-}
-
 bool p2p__cwire_broker_fault(int rc, long status) {
     if (status >= 500)
         return true;
@@ -28,16 +20,21 @@ bool p2p__cwire_broker_fault(int rc, long status) {
     return status == 0 && (rc == P2P_EUNAVAIL || rc == P2P_ETIMEDOUT || rc == P2P_EPROTO);
 }
 
+/* Puts the broker's URL before its message: the message is kept, and the
+ * URL says which broker said it. */
+static void name_broker(const char *url, p2p_error *err) {
+    if (err == NULL)
+        return;
+    char msg[sizeof(err->msg)];
+    snprintf(msg, sizeof(msg), "%s", err->msg);
+    p2p_error_set(err, err->code, "%s: %s", url, msg);
+}
+
 /* Checks the reply's status and parses a 2xx JSON body. */
 static int finish(const p2p_http_reply *resp, const char *url, json_t **reply, p2p_error *err) {
     int rc = p2p_http_reply_check(resp, err);
     if (rc != 0) {
-        /* The broker's message is kept; the URL says which broker said it. */
-        if (err != NULL) {
-            char msg[sizeof(err->msg)];
-            snprintf(msg, sizeof(msg), "%s", err->msg);
-            p2p_error_set(err, rc, "%s: %s", url, msg);
-        }
+        name_broker(url, err);
         return rc;
     }
     if (reply != NULL && resp->body_len > 0)
@@ -47,25 +44,9 @@ static int finish(const p2p_http_reply *resp, const char *url, json_t **reply, p
 
 int p2p__cwire_post(p2p_http_client *h, const char *url, const json_t *body, bool idempotent,
                     json_t **reply, long *status, p2p_error *err) {
-    if (reply != NULL)
-        *reply = NULL;
-    *status = 0;
-    char *text = json_dumps(body, JSON_COMPACT);
-    if (text == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory encoding a request");
-    p2p_http_call req = {.method = "POST",
-                         .url = url,
-                         .body = text,
-                         .body_len = strlen(text),
-                         .content_type = "application/json",
-                         .idempotent = idempotent};
-    p2p_http_reply resp;
-    int rc = p2p_http_client_request(h, &req, &resp, err);
-    *status = resp.status;
-    if (rc == 0)
-        rc = finish(&resp, url, reply, err);
-    p2p_http_reply_cleanup(&resp);
-    free(text);
+    int rc = p2p_http_client_post_json(h, url, body, idempotent, reply, status, err);
+    if (rc != 0 && *status != 0)
+        name_broker(url, err);
     return rc;
 }
 
@@ -86,7 +67,7 @@ int p2p__cwire_get(p2p_http_client *h, const char *url, long timeout_ms, json_t 
 
 int p2p__cwire_blob_has(p2p_http_client *h, const char *base, const char *hash, int64_t size,
                         p2p_error *err) {
-    char *url = p2p__cwire_url(base, "blobs", hash);
+    char *url = p2p_http_api_url(base, "blobs", hash);
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     p2p_http_call req = {.method = "HEAD", .url = url, .idempotent = true};
@@ -104,7 +85,7 @@ int p2p__cwire_blob_has(p2p_http_client *h, const char *base, const char *hash, 
 
 int p2p__cwire_blob_put(p2p_http_client *h, const char *base, const char *path, const char *hash,
                         int64_t size, p2p_http_progress_fn progress, void *arg, p2p_error *err) {
-    char *url = p2p__cwire_url(base, "blobs", hash);
+    char *url = p2p_http_api_url(base, "blobs", hash);
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     p2p_http_call req = {.method = "PUT",
@@ -125,7 +106,7 @@ int p2p__cwire_blob_put(p2p_http_client *h, const char *base, const char *path, 
 
 int p2p__cwire_blob_get(p2p_http_client *h, const char *base, const char *hash, const char *path,
                         p2p_error *err) {
-    char *url = p2p__cwire_url(base, "blobs", hash);
+    char *url = p2p_http_api_url(base, "blobs", hash);
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     p2p_http_call req = {.method = "GET",

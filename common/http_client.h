@@ -116,6 +116,22 @@ int p2p_http_reply_check(const p2p_http_reply *resp, p2p_error *err) P2P_NODISCA
  * json_decref()s it). Returns 0, or P2P_EPROTO when the body is not JSON. */
 int p2p_http_reply_json(const p2p_http_reply *resp, json_t **out, p2p_error *err) P2P_NODISCARD;
 
+/* POSTs `body` (borrowed) as compact JSON to `url` and reads the answer, the
+ * exchange every broker route but blobs uses. `*status` receives the HTTP
+ * status (0 when no answer came). On a 2xx, `*reply` (may be NULL when the
+ * caller wants no body) receives the parsed JSON body, or NULL when the body
+ * is empty; the caller json_decref()s it. A non-2xx answer returns the error
+ * it carries (p2p_http_reply_check). `idempotent` as in p2p_http_call. */
+int p2p_http_client_post_json(p2p_http_client *c, const char *url, const json_t *body,
+                              bool idempotent, json_t **reply, long *status,
+                              p2p_error *err) P2P_NODISCARD;
+
+/* Returns a new string "BASE" "api/v1/" "SCOPE" "/" "ROUTE" (caller frees), or
+ * NULL when out of memory: a broker route of a function, or a blob
+ * ("blobs", hash). `base` is a normalised broker URL, ending with '/'
+ * (p2p_discovery_normalize). */
+char *p2p_http_api_url(const char *base, const char *scope, const char *route);
+
 /* Returns a random delay in [0, min(max_ms, base_ms * 2^attempt)] ms: the
  * "full jitter" backoff before retry number `attempt` (0 for the first). */
 long p2p_http_backoff_ms(long base_ms, long max_ms, int attempt);

@@ -6,6 +6,7 @@
 #include "http_client_internal.h"
 
 #include <curl/curl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,4 +148,38 @@ char *p2p_http_escape(const char *s) {
     char *copy = strdup(e);
     curl_free(e);
     return copy;
+}
+
+int p2p_http_client_post_json(p2p_http_client *c, const char *url, const json_t *body,
+                              bool idempotent, json_t **reply, long *status, p2p_error *err) {
+    if (reply != NULL)
+        *reply = NULL;
+    *status = 0;
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (text == NULL)
+        return p2p_error_set(err, P2P_ENOMEM, "out of memory encoding a request");
+    p2p_http_call req = {.method = "POST",
+                         .url = url,
+                         .body = text,
+                         .body_len = strlen(text),
+                         .content_type = "application/json",
+                         .idempotent = idempotent};
+    p2p_http_reply resp;
+    int rc = p2p_http_client_request(c, &req, &resp, err);
+    *status = resp.status;
+    if (rc == 0)
+        rc = p2p_http_reply_check(&resp, err);
+    if (rc == 0 && reply != NULL && resp.body_len > 0)
+        rc = p2p_http_reply_json(&resp, reply, err);
+    p2p_http_reply_cleanup(&resp);
+    free(text);
+    return rc;
+}
+
+char *p2p_http_api_url(const char *base, const char *scope, const char *route) {
+    size_t len = strlen(base) + strlen(scope) + strlen(route) + 16;
+    char *url = malloc(len);
+    if (url != NULL)
+        snprintf(url, len, "%sapi/v1/%s/%s", base, scope, route);
+    return url;
 }

@@ -176,7 +176,7 @@ static int search_work(p2p__poller *p, long *status, p2p_error *err) {
 /* Asks the broker whether it serves this very function (same fingerprint).
  * Returns 0, P2P_ENOTFOUND, P2P_ECONFLICT, or a transport error. */
 static int verify(p2p__poller *p, p2p_error *err) {
-    char *url = p2p__wire_url(p->b->url, "functions", "");
+    char *url = p2p_http_api_url(p->b->url, "functions", "");
     if (url == NULL)
         return p2p_error_set(err, P2P_ENOMEM, "out of memory");
     url[strlen(url) - 1] = '\0'; /* .../api/v1/functions */
@@ -349,7 +349,7 @@ static void *poller_main(void *arg) {
 static int prepare(p2p__poller *p, p2p_error *err) {
     char route[64];
     snprintf(route, sizeof(route), "search_work?wait=%d", p->w->opts.poll_wait_s);
-    p->url = p2p__wire_url(p->b->url, p->function, route);
+    p->url = p2p_http_api_url(p->b->url, p->function, route);
     p->multi = curl_multi_init();
     p->easy = curl_easy_init();
     json_t *body = json_pack("{s:s}", "worker", p->w->node_id);

@@ -160,7 +160,7 @@ static int checkpoint_args(const char *name, const char *path, p2p__runtime_cfg 
 
 static int record_checkpoint(const p2p__runtime_cfg *cfg, const char *name, const char *hash,
                              p2p_error *err) {
-    char *url = p2p__wire_url(cfg->base, cfg->function, "checkpoint");
+    char *url = p2p_http_api_url(cfg->base, cfg->function, "checkpoint");
     json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "identifier", cfg->identifier, "lease_token",
                              cfg->token, "name", name, "hash", hash);
     json_t *reply = NULL;
@@ -194,7 +194,7 @@ int p2p_checkpoint_save(const char *name, const char *path) {
 /* Asks the broker which blob holds checkpoint `name`. */
 static int find_checkpoint(const p2p__runtime_cfg *cfg, const char *name,
                            char hash[P2P_HASH_HEX_LEN + 1], int64_t *size, p2p_error *err) {
-    char *url = p2p__wire_url(cfg->base, cfg->function, "checkpoint");
+    char *url = p2p_http_api_url(cfg->base, cfg->function, "checkpoint");
     int rc = url != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     if (rc == 0)
         rc = p2p_http_url_add_query(&url, "identifier", cfg->identifier, err);

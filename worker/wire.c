@@ -24,42 +24,18 @@
 #define UPLOAD_FLOOR_MS 60000L
 #define UPLOAD_MIN_RATE (128 * 1024)
 
-char *p2p__wire_url(const char *base, const char *function, const char *route) {
-    size_t len = strlen(base) + strlen(function) + strlen(route) + 16;
-    char *url = malloc(len);
-    if (url != NULL)
-        snprintf(url, len, "%sapi/v1/%s/%s", base, function, route);
-    return url;
-}
-
 static char *blob_url(const char *base, const char *hash) {
-    return p2p__wire_url(base, "blobs", hash);
+    return p2p_http_api_url(base, "blobs", hash);
 }
 
 int p2p__wire_post(p2p_http_client *c, const char *url, const json_t *body, json_t **reply,
                    long *status, p2p_error *err) {
-    *reply = NULL;
+    long got = 0;
+    int rc = p2p_http_client_post_json(c, url, body, true, reply, &got, err);
     if (status != NULL)
-        *status = 0;
-    char *text = json_dumps(body, JSON_COMPACT);
-    if (text == NULL)
-        return p2p_error_set(err, P2P_ENOMEM, "out of memory encoding a request");
-    p2p_http_call req = {.method = "POST",
-                         .url = url,
-                         .body = text,
-                         .body_len = strlen(text),
-                         .content_type = "application/json",
-                         .idempotent = true};
-    p2p_http_reply resp;
-    int rc = p2p_http_client_request(c, &req, &resp, err);
-    if (status != NULL)
-        *status = resp.status;
-    if (rc == 0)
-        rc = p2p_http_reply_check(&resp, err);
-    if (rc == 0)
-        rc = p2p_http_reply_json(&resp, reply, err);
-    p2p_http_reply_cleanup(&resp);
-    free(text);
+        *status = got;
+    if (rc == 0 && *reply == NULL)
+        rc = p2p_error_set(err, P2P_EPROTO, "%s: empty answer where JSON was expected", url);
     return rc;
 }
 
@@ -75,7 +51,7 @@ int p2p__wire_push(p2p_http_client *c, const char *base, const char *function,
                    p2p__push_reply *out, p2p_error *err) {
     json_t *body =
         json_pack("{s:s, s:s, s:o}", "identifier", identifier, "lease_token", token, member, value);
-    char *url = p2p__wire_url(base, function, "push_update");
+    char *url = p2p_http_api_url(base, function, "push_update");
     json_t *reply = NULL;
     int rc = body != NULL && url != NULL ? 0 : p2p_error_set(err, P2P_ENOMEM, "out of memory");
     if (rc == 0)

@@ -90,10 +90,6 @@ typedef struct p2p__abort {
     int fd;
 } p2p__abort;
 
-/* base + "api/v1/" + function + "/" + route (base ends with '/'), or NULL when
- * out of memory. Caller frees. */
-char *p2p__wire_url(const char *base, const char *function, const char *route);
-
 /* POSTs the JSON `body` (borrowed) to `url`. Returns 0 with `*reply` (new
  * reference, caller decrefs) when a 2xx JSON answer arrived; otherwise the
  * error the answer carries (P2P_ECONFLICT for a stale lease, P2P_ENOTFOUND
