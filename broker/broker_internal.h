@@ -144,5 +144,8 @@ void p2p__pipeline_create(p2p_http_request *req, p2p_broker *b, const p2p_schema
 void p2p__pipeline_settle(p2p_broker *b, const char *identifier);
 /* Settles every waiting call (maintenance, and after a call finishes). */
 void p2p__pipeline_pass(p2p_broker *b);
+/* After call `identifier` finished (done, failed or terminated): the pass,
+ * when some waiting call refers to it. */
+void p2p__pipeline_ended(p2p_broker *b, const char *identifier);
 
 #endif

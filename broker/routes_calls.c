@@ -282,7 +282,7 @@ static void complete(p2p_http_request *req, p2p_broker *b, const p2p_schema *sch
     }
     if (rc == 0) {
         reply_update(req, call->identifier, P2P_CALL_DONE, call->terminate_requested, 0);
-        p2p__pipeline_pass(b); /* calls waiting for this one's outputs */
+        p2p__pipeline_ended(b, call->identifier); /* calls waiting for its outputs */
     }
     if (values != NULL)
         p2p_value_list_cleanup(values, n);
@@ -316,7 +316,7 @@ static void finish(p2p_http_request *req, p2p_broker *b, const json_t *body, con
         p2p__route_store_error(req, &err);
     } else {
         reply_update(req, call->identifier, status, call->terminate_requested, 0);
-        p2p__pipeline_pass(b); /* calls waiting for this one fail */
+        p2p__pipeline_ended(b, call->identifier); /* calls waiting for it fail */
     }
 }
 

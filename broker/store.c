@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -362,6 +363,18 @@ int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args
 
 bool p2p_store_can_resolve(const p2p_store *store) {
     return store->ops->resolve != NULL;
+}
+
+int p2p_store_has_waiting(p2p_store *store, const char *upstream, bool *waiting, p2p_error *err) {
+    *waiting = false;
+    int rc = check_id(upstream, err);
+    if (rc != 0 || store->ops->has_waiting == NULL)
+        return rc;
+    /* Canonical args are compact JSON in which a quote inside a string is
+     * escaped, so this text only occurs as a reference's identifier. */
+    char pattern[P2P_STORE_ID_LEN + 32];
+    snprintf(pattern, sizeof(pattern), "\"identifier\":\"%s\"", upstream);
+    return store->ops->has_waiting(store, pattern, waiting, err);
 }
 
 int p2p_store_requeue_expired(p2p_store *store, size_t *requeued, size_t *failed, p2p_error *err) {

@@ -342,4 +342,12 @@ int p2p_store_resolve(p2p_store *store, const char *identifier, const char *args
 /* True when the backend implements p2p_store_resolve (pipelines). */
 bool p2p_store_can_resolve(const p2p_store *store);
 
+/* Sets `*waiting` to whether some pushed call has a reference to an output
+ * of `upstream` (64 lowercase hex) in its args, i.e. would settle once
+ * `upstream` ends. Lets a finished call skip the pipeline pass when nothing
+ * waits for it; the answer comes from the store, so it holds for every
+ * broker sharing it. False in a backend without pipelines. */
+int p2p_store_has_waiting(p2p_store *store, const char *upstream, bool *waiting,
+                          p2p_error *err) P2P_NODISCARD;
+
 #endif

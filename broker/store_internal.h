@@ -51,6 +51,9 @@ typedef struct p2p__store_ops {
      * error is set; see p2p_store_resolve. */
     int (*resolve)(p2p_store *store, const char *identifier, const char *args,
                    const char *const *blobs, size_t nblobs, const char *error, p2p_error *err);
+    /* NULL exactly when resolve is. `pattern` is the text a reference to the
+     * upstream has in canonical args (see p2p_store_has_waiting). */
+    int (*has_waiting)(p2p_store *store, const char *pattern, bool *waiting, p2p_error *err);
 } p2p__store_ops;
 
 /* Every backend's handle begins with this, so that a p2p_store * points to it. */

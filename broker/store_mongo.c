@@ -726,4 +726,5 @@ static const p2p__store_ops mongo_ops = {
     .checkpoint_get = mg_checkpoint_get,
     .get_stats = mg_get_stats,
     .resolve = p2p__mg_resolve,
+    .has_waiting = p2p__mg_has_waiting,
 };

@@ -195,6 +195,7 @@ int p2p__mg_release_call(p2p_store *store, const char *identifier, const char *t
                          p2p_call_status *status, p2p_error *err);
 int p2p__mg_resolve(p2p_store *store, const char *identifier, const char *args,
                     const char *const *blobs, size_t nblobs, const char *error, p2p_error *err);
+int p2p__mg_has_waiting(p2p_store *store, const char *pattern, bool *waiting, p2p_error *err);
 int p2p__mg_checkpoint_put(p2p_store *store, const char *identifier, const char *token,
                            const char *name, const char *hash, p2p_store_hashes *orphans,
                            p2p_error *err);

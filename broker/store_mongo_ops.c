@@ -673,3 +673,41 @@ int p2p__mg_resolve(p2p_store *store, const char *identifier, const char *args,
     bson_destroy(set);
     return rc;
 }
+
+/* Whether one function's collection has a pushed call whose args contain
+ * `pattern` (the status index narrows the search to the pushed calls). */
+static int waiting_in(p2p__mg_conn *c, const char *function, const char *pattern, bool *waiting,
+                      p2p_error *err) {
+    mongoc_collection_t *coll = NULL;
+    int rc = p2p__mg_calls(c, function, &coll, err);
+    if (rc != 0)
+        return rc;
+    /* The pattern is quotes, a colon, letters and hex digits: nothing a
+     * regular expression reads as special. */
+    bson_t *filter = BCON_NEW("status", BCON_UTF8("pushed"), "args", BCON_REGEX(pattern, ""));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    bson_error_t e;
+    int64_t n = mongoc_collection_count_documents(coll, filter, opts, NULL, NULL, &e);
+    if (n < 0)
+        rc = p2p__mg_error(&e, err, "cannot look for waiting calls");
+    *waiting = n > 0;
+    bson_destroy(opts);
+    bson_destroy(filter);
+    mongoc_collection_destroy(coll);
+    return rc;
+}
+
+int p2p__mg_has_waiting(p2p_store *store, const char *pattern, bool *waiting, p2p_error *err) {
+    p2p__mg_store *s = (p2p__mg_store *)store;
+    p2p__mg_conn c;
+    char **names = NULL;
+    *waiting = false;
+    atomic_fetch_add(&s->reads, 1);
+    p2p__mg_acquire(s, &c);
+    int rc = p2p__mg_functions(&c, &names, err);
+    for (size_t i = 0; rc == 0 && !*waiting && names[i] != NULL; i++)
+        rc = waiting_in(&c, names[i], pattern, waiting, err);
+    p2p__mg_names_free(names);
+    p2p__mg_release(&c);
+    return rc;
+}

@@ -56,6 +56,12 @@ static const char schema_v1[] =
     " PRIMARY KEY (seq, name)) WITHOUT ROWID;"
     "CREATE INDEX checkpoints_hash ON checkpoints (hash);";
 
+/* The calls that may wait for their inputs (pipelines), so that a finished
+ * call finds those waiting for it without a scan of the whole table. Not
+ * part of schema_v1: created at every open, for stores made before it. */
+static const char index_pushed[] =
+    "CREATE INDEX IF NOT EXISTS calls_pushed ON calls (seq) WHERE status = 'pushed'";
+
 static p2p__sq_store *sq(p2p_store *store) {
     return (p2p__sq_store *)store;
 }
@@ -156,14 +162,17 @@ static int create_schema(p2p__sq_store *s, p2p_error *err) {
     if (rc == 0 && version == 0)
         rc = p2p__sq_exec_script(&s->writer, sql, "cannot create the schema", err);
     if (rc == 0)
+        rc = p2p__sq_exec_script(&s->writer, index_pushed, "cannot create an index", err);
+    if (rc == 0)
         rc = p2p__sq_exec_script(&s->writer, "COMMIT", "cannot create the schema", err);
     if (rc != 0 && sqlite3_get_autocommit(s->writer.db) == 0)
         (void)p2p__sq_exec_script(&s->writer, "ROLLBACK", "rollback", NULL);
     return rc;
 }
 
-/* Sets WAL and the sync level, and creates the schema of a new database. */
-static int prepare_writer(p2p__sq_store *s, sqlite3_int64 version, p2p_error *err) {
+/* Sets WAL and the sync level, and creates the schema of a new database
+ * (and the indexes added since in an older one). */
+static int prepare_writer(p2p__sq_store *s, p2p_error *err) {
     char sql[64];
     int rc = p2p__sq_exec_script(&s->writer, "PRAGMA journal_mode = WAL", "cannot enable WAL", err);
     snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
@@ -175,9 +184,7 @@ static int prepare_writer(p2p__sq_store *s, sqlite3_int64 version, p2p_error *er
         rc = pragma_int(&s->writer, "PRAGMA synchronous", &mode, err);
     if (rc == 0 && mode != (s->base.opts.sync == P2P_STORE_SYNC_FULL ? 2 : 1))
         rc = p2p_error_set(err, P2P_ESTORE, "store %s refused the sync level", s->path);
-    if (rc != 0 || version != 0)
-        return rc;
-    return create_schema(s, err);
+    return rc != 0 ? rc : create_schema(s, err);
 }
 
 /* WAL mode is a property of the file; a new database only gets it from the
@@ -209,7 +216,7 @@ static int sq_setup(p2p__sq_store *s, p2p_error *err) {
     if (rc == 0)
         rc = check_identity(&s->writer, s->path, &version, err);
     if (rc == 0)
-        rc = prepare_writer(s, version, err);
+        rc = prepare_writer(s, err);
     if (rc == 0)
         rc = check_wal(s, err);
     return rc != 0 ? rc : p2p__sq_writer_start(s, err);
@@ -561,6 +568,13 @@ static int sq_resolve(p2p_store *store, const char *identifier, const char *args
     return p2p__sq_submit(sq(store), &op, err);
 }
 
+static int sq_has_waiting(p2p_store *store, const char *pattern, bool *waiting, p2p_error *err) {
+    sqlite3_int64 n = 0;
+    int rc = read_one(sq(store), SQ_WAITING, pattern, NULL, &n, NULL, 0, err);
+    *waiting = rc == 0 && n != 0;
+    return rc;
+}
+
 static const p2p__store_ops sqlite_ops = {
     .name = "sqlite",
     .free = sq_free,
@@ -583,4 +597,5 @@ static const p2p__store_ops sqlite_ops = {
     .checkpoint_get = sq_checkpoint_get,
     .get_stats = sq_get_stats,
     .resolve = sq_resolve,
+    .has_waiting = sq_has_waiting,
 };

@@ -54,6 +54,7 @@ typedef enum p2p__sq_stmt_id {
     SQ_CHECKPOINT_SET,
     SQ_RELEASE_CALL,
     SQ_RESOLVE,
+    SQ_WAITING,
     SQ_STMT_COUNT
 } p2p__sq_stmt_id;
 

@@ -56,6 +56,9 @@ static const char *const sql_text[SQ_STMT_COUNT] = {
                  " WHERE seq = ?1",
     [SQ_REQUEST_TERMINATE] = "UPDATE calls SET terminate_requested = 1, " TOUCH " WHERE seq = ?1",
     [SQ_RESOLVE] = "UPDATE calls SET status = 'queued', args = ?2, " TOUCH " WHERE seq = ?1",
+    /* 'pushed' is written out so that the partial index calls_pushed serves it. */
+    [SQ_WAITING] = "SELECT EXISTS (SELECT 1 FROM calls WHERE status = 'pushed' "
+                   "AND instr(args, ?1) > 0)",
     [SQ_TOUCH] = "UPDATE calls SET " TOUCH " WHERE seq = ?1",
     [SQ_RESTART] = "UPDATE calls SET status = 'queued', attempts = 0, progress = 0, "
                    "outputs = NULL, error = NULL, lease_token = NULL, lease_expires = NULL, "

@@ -6,8 +6,11 @@
  * the future is completed at once, without any network. Otherwise the client
  * picks a broker (the discovery file, the brokers given, and those their
  * nodes route reports; the first healthy one, failing over to the next),
- * attaches to the call when the broker already has it, or uploads the
- * missing file blobs and creates it queued. The future then follows the call
+ * and creates the call queued there, or attaches to it when the broker has
+ * it already (one exchange: the create answers for an existing call). A call
+ * with file arguments asks first whether the broker has it, so that an
+ * existing call costs no upload, then uploads the blobs the broker lacks
+ * before the create. The future then follows the call
  * with long-polls (`pull_update?since=&wait=`), never with a fixed sleep.
  *
  * Outputs are decoded into typed values; output files are downloaded into

@@ -1,6 +1,7 @@
-/* A call on a broker: pick a broker (health, failover, gossip), ask whether
- * it has the call (pull before push), upload the blobs it lacks, create the
- * call queued (one push_update with "execute": true). */
+/* A call on a broker: pick a broker (health, failover, gossip), create the
+ * call queued or find it there (one push_update with "execute": true); with
+ * file arguments, ask first whether it has the call (pull before push) and
+ * upload the blobs it lacks. */
 #include "client_internal.h"
 
 #include "log.h"
@@ -131,22 +132,43 @@ static int rerun_terminated(p2p_future *f, const char *broker, long *status, p2p
     return rc;
 }
 
-/* The call on one broker. `*skip` says the broker is at fault: next one. */
+/* Whether some argument is a file given by value (not another call's output). */
+static bool has_file_args(const p2p_future *f) {
+    size_t n = 0;
+    const p2p_param *in = p2p_schema_inputs(f->schema, &n);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_object_get(f->args, in[i].name);
+        if (in[i].type == P2P_TYPE_FILE && json_object_get(v, "hash") != NULL)
+            return true;
+    }
+    return false;
+}
+
+/* The call on one broker. `*skip` says the broker is at fault: next one.
+ * Without file arguments, the push alone is the dedupe (an existing call is
+ * answered with its status and version), so it saves the pull's exchange.
+ * With files, the pull comes first so that an existing call costs no
+ * uploads. */
 static int on_broker(p2p_future *f, const char *broker, bool *skip, p2p_error *err) {
     long status = 0;
-    int rc = pull(f, broker, &status, err);
-    if (rc == 0 && f->status == P2P_CALL_TERMINATED)
-        rc = rerun_terminated(f, broker, &status, err);
-    if (rc == 0) {
-        p2p__client_count(f->client, &f->client->stats.calls_attached, 1);
-        return 0;
+    int rc = 0;
+    if (has_file_args(f)) {
+        rc = pull(f, broker, &status, err);
+        if (rc == 0 && f->status == P2P_CALL_TERMINATED)
+            rc = rerun_terminated(f, broker, &status, err);
+        if (rc == 0) {
+            p2p__client_count(f->client, &f->client->stats.calls_attached, 1);
+            return 0;
+        }
+        if (status == 404)
+            rc = upload_blobs(f, broker, err);
     }
-    if (status == 404)
-        rc = upload_blobs(f, broker, err);
     if (rc == 0 || status == 404) {
         status = 0;
         if (rc == 0)
             rc = push(f, broker, &status, err);
+        if (rc == 0 && f->status == P2P_CALL_TERMINATED)
+            rc = rerun_terminated(f, broker, &status, err);
     }
     /* A broker that does not serve the function (404 on create) is skipped
      * like a broker that is down: another one may serve it. */

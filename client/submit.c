@@ -1,5 +1,6 @@
 /* p2p_client_submit: arguments to identifier, the local cache, then a
- * broker (pull before push, missing blobs uploaded, failover). */
+ * broker (create or attach; with file arguments pull before push and
+ * missing blobs uploaded; failover). */
 #include "client_internal.h"
 
 #include "ident.h"

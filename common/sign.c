@@ -54,12 +54,31 @@ struct p2p_sign_verifier {
 
 /* ---- HMAC ---- */
 
+/* The HMAC implementation, fetched once per process: an OpenSSL 3 fetch is a
+ * provider lookup under a lock, dearer than the HMAC of a request line, and
+ * p2p_sign_request() runs for every signed request. An EVP_MAC is reference
+ * counted and may be shared by threads; each signature still makes its own
+ * EVP_MAC_CTX. NULL if the fetch failed (callers then report an error). */
+static EVP_MAC *hmac_impl;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+/* Registered after OpenSSL's own exit handler (the fetch initialises
+ * OpenSSL first), so it runs before OpenSSL cleans up. */
+static void hmac_release(void) {
+    EVP_MAC_free(hmac_impl);
+    hmac_impl = NULL;
+}
+
+static void hmac_fetch(void) {
+    hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (hmac_impl != NULL && atexit(hmac_release) != 0)
+        P2P_WARN("signing: cannot register the HMAC release at exit");
+}
+
 static EVP_MAC_CTX *mac_new_keyed(const unsigned char *secret, size_t len) {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (mac == NULL)
+    if (pthread_once(&hmac_once, hmac_fetch) != 0 || hmac_impl == NULL)
         return NULL;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac); /* the context keeps its own reference */
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_impl); /* takes its own reference */
     if (ctx == NULL)
         return NULL;
     OSSL_PARAM params[] = {

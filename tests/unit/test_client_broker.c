@@ -1,4 +1,5 @@
-/* The client against an in-process broker and no worker: pull before push,
+/* The client against an in-process broker and no worker: create or attach
+ * (one push_update without file arguments),
  * the in-flight cache row, gossip from the nodes route, lifecycle of a call
  * nobody runs, a worker's answer seen by wait, and the errors a broker
  * gives (wrong secret, another signature of the function, a function it

@@ -4,6 +4,7 @@
  * P2PRPC_TEST_STORE=mongodb. */
 #include "store_test_util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static void test_resolve(void) {
@@ -59,7 +60,59 @@ static void test_resolve(void) {
     st_remove_dir(dir);
 }
 
+/* Creates a call of `function` with `args` as its canonical args. */
+static void create_with(p2p_store *store, const char *function, const char *id, const char *args,
+                        bool available) {
+    p2p_store_new_call in = {
+        .identifier = id, .function = function, .args = args, .available = available};
+    ASSERT_OK(p2p_store_create(store, &in, NULL, NULL, NULL));
+}
+
+/* p2p_store_has_waiting: true exactly while a pushed call refers to the
+ * upstream, whichever function the waiting call is of. */
+static void test_has_waiting(void) {
+    char dir[512];
+    st_make_dir(dir, sizeof(dir), "store_has_waiting");
+    p2p_store_options opts;
+    st_options(&opts, P2P_STORE_SYNC_NORMAL);
+    p2p_store *store = st_open(dir, "s.db", &opts);
+    char up[P2P_STORE_ID_LEN + 1], other[P2P_STORE_ID_LEN + 1], down[P2P_STORE_ID_LEN + 1],
+        queued[P2P_STORE_ID_LEN + 1], args[256], plain[256];
+    st_hex(up, 0xca11, 1);
+    st_hex(other, 0xca11, 2);
+    st_hex(down, 0xca11, 3);
+    st_hex(queued, 0xca11, 4);
+    bool waiting = true;
+    ASSERT_OK(p2p_store_has_waiting(store, up, &waiting, NULL));
+    ASSERT_FALSE(waiting); /* an empty store */
+
+    st_create(store, "p2prpc_f", 1, true);
+    /* The identifier inside a string argument is not a reference. */
+    snprintf(plain, sizeof(plain), "{\"s\":\"\\\"identifier\\\":\\\"%s\\\"\"}", up);
+    create_with(store, "p2prpc_f", queued, plain, false);
+    ASSERT_OK(p2p_store_has_waiting(store, up, &waiting, NULL));
+    ASSERT_FALSE(waiting);
+
+    snprintf(args, sizeof(args), "{\"x\":{\"ref\":{\"identifier\":\"%s\",\"output\":\"y\"}}}", up);
+    create_with(store, "p2prpc_g", down, args, false);
+    ASSERT_OK(p2p_store_has_waiting(store, up, &waiting, NULL));
+    ASSERT_TRUE(waiting);
+    ASSERT_OK(p2p_store_has_waiting(store, other, &waiting, NULL));
+    ASSERT_FALSE(waiting);
+
+    /* Settled: nothing waits any more. */
+    ASSERT_OK(p2p_store_resolve(store, down, "{\"x\":1}", NULL, 0, NULL, NULL));
+    ASSERT_OK(p2p_store_has_waiting(store, up, &waiting, NULL));
+    ASSERT_FALSE(waiting);
+
+    p2p_error err;
+    ASSERT_EQ(p2p_store_has_waiting(store, "nothex", &waiting, &err), P2P_EINVAL);
+    p2p_store_free(store);
+    st_remove_dir(dir);
+}
+
 int main(void) {
     TEST_RUN(test_resolve);
+    TEST_RUN(test_has_waiting);
     return 0;
 }

@@ -46,6 +46,11 @@ static void check_plans(sqlite3 *db) {
     expect_plan(db, SQ_COUNT_FUNCTION, "COVERING INDEX calls_claim (function=?)");
     expect_plan(db, SQ_LIST_FUNCTION_STATUS, "calls_claim (function=? AND status=?)");
     expect_plan(db, SQ_CHECKPOINT_GET, "PRIMARY KEY (seq=? AND name=?)");
+    /* Walks the partial index of pushed calls only: a scan, but not of `calls`. */
+    char plan[1024];
+    query_plan(db, SQ_WAITING, plan, sizeof(plan));
+    fprintf(stderr, "   %s\n      -> %s\n", p2p__sq_sql(SQ_WAITING), plan);
+    ASSERT_STR_CONTAINS(plan, "USING INDEX calls_pushed");
 }
 
 static int64_t pragma(sqlite3 *db, const char *sql) {
