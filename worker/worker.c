@@ -385,6 +385,14 @@ static int prepare_work_dir(p2p_worker *w, p2p_error *err) {
     int rc = p2p_fs_mkdirs(w->work_root, 0700, err);
     if (rc != 0)
         return rc;
+    /* Absolute from here on: a child enters its call's directories from
+     * another working directory than the one a relative path was given in. */
+    char *abs = realpath(w->work_root, NULL);
+    if (abs == NULL)
+        return p2p_error_errno(err, P2P_EIO, errno, "worker: cannot resolve %s", w->work_root);
+    free(w->work_root);
+    w->work_root = abs;
+    w->opts.work_dir = abs;
     sweep_stale(w->work_root);
     w->work_dir = p2p_fs_join(w->work_root, "w-XXXXXX");
     if (w->work_dir == NULL)

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static broker B;
 
@@ -126,6 +127,30 @@ static void test_child_runs_the_next_call(void) {
     ASSERT_EQ(kids[0], next);
     worker_stop(&w, 30000);
     wf_assert_no_orphans(&w, 5000);
+    worker_cleanup(&w);
+}
+
+/* --work-dir and --data-dir as a user types them, relative to the directory
+ * the worker starts in: calls run there (the children once failed with
+ * "cannot enter rel/work/w-.../call-.../out", resolving the path again from
+ * another directory). */
+static void test_relative_directories(void) {
+    worker w;
+    worker_init(&w, "wcalls_relative", B.secret_len ? B.secret_path : NULL,
+                &(worker_config){.concurrency = 1});
+    worker_discover(&w, (const char *[]){B.url, NULL});
+    char cwd[HARNESS_PATH_MAX];
+    ASSERT_TRUE(getcwd(cwd, sizeof(cwd)) != NULL);
+    ASSERT_EQ(chdir(w.dir), 0);
+    snprintf(w.work_dir, sizeof(w.work_dir), "rel/work");
+    snprintf(w.data_dir, sizeof(w.data_dir), "rel/data");
+    worker_start(&w);
+    ASSERT_EQ(chdir(cwd), 0);
+    json_t *call = run_one(WF_ADD, fx_add_args(40, 2));
+    wf_expect_status(call, "done");
+    ASSERT_EQ(wf_output_int(call, "sum"), 42);
+    json_decref(call);
+    worker_stop(&w, 30000);
     worker_cleanup(&w);
 }
 
@@ -340,6 +365,7 @@ int main(void) {
     wf_broker_init(&B, "wcalls_broker", NULL);
     broker_start(&B);
     TEST_RUN(test_child_runs_the_next_call);
+    TEST_RUN(test_relative_directories);
     TEST_RUN(test_crashes_fail_the_call_not_the_worker);
     TEST_RUN(test_child_killed_from_outside);
     TEST_RUN(test_concurrency_limit);
