@@ -63,18 +63,7 @@ static int find_file(gridfs_store *g, mongoc_client_t *client, const char *hash,
     bson_t *filter = BCON_NEW("filename", BCON_UTF8(hash));
     bson_t *opts = BCON_NEW("sort", "{", "uploadDate", BCON_INT32(1), "_id", BCON_INT32(1), "}",
                             "limit", BCON_INT64(1));
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(files, filter, opts, NULL);
-    const bson_t *found;
-    bson_error_t e;
-    int rc = 0;
-    bson_init(doc);
-    if (mongoc_cursor_next(cur, &found))
-        bson_concat(doc, found);
-    else if (mongoc_cursor_error(cur, &e))
-        rc = p2p__mg_error(&e, err, "cannot look up a blob");
-    else
-        rc = p2p_error_set(err, P2P_ENOTFOUND, "no blob %s", hash);
-    mongoc_cursor_destroy(cur);
+    int rc = p2p__mg_find_one(files, filter, opts, "blob", hash, doc, err);
     bson_destroy(opts);
     bson_destroy(filter);
     mongoc_collection_destroy(files);

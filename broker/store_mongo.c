@@ -167,21 +167,30 @@ int p2p__mg_calls(p2p__mg_conn *c, const char *function, mongoc_collection_t **o
     return 0;
 }
 
-int p2p__mg_find_id(mongoc_collection_t *coll, const char *id, bson_t *doc, p2p_error *err) {
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+int p2p__mg_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
+                     const char *kind, const char *id, bson_t *doc, p2p_error *err) {
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
     const bson_t *found = NULL;
     bson_error_t e;
     int rc = 0;
     bson_init(doc);
-    if (mongoc_cursor_next(cur, &found))
+    if (mongoc_cursor_next(cur, &found)) {
         bson_concat(doc, found);
-    else if (mongoc_cursor_error(cur, &e))
-        rc = p2p__mg_error(&e, err, "cannot read a call");
-    else
-        rc = p2p_error_set(err, P2P_ENOTFOUND, "no call %s", id);
+    } else if (mongoc_cursor_error(cur, &e)) {
+        char what[64];
+        snprintf(what, sizeof(what), "cannot read a %s", kind);
+        rc = p2p__mg_error(&e, err, what);
+    } else {
+        rc = p2p_error_set(err, P2P_ENOTFOUND, "no %s %s", kind, id);
+    }
     mongoc_cursor_destroy(cur);
+    return rc;
+}
+
+int p2p__mg_find_id(mongoc_collection_t *coll, const char *id, bson_t *doc, p2p_error *err) {
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    int rc = p2p__mg_find_one(coll, filter, opts, "call", id, doc, err);
     bson_destroy(filter);
     bson_destroy(opts);
     return rc;

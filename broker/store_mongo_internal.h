@@ -137,6 +137,13 @@ int p2p__mg_find_modify(mongoc_collection_t *coll, const bson_t *filter, const b
                         const bson_t *update, mongoc_find_and_modify_flags_t flags, bool *found,
                         bson_t *doc, p2p_error *err) P2P_NODISCARD;
 
+/* Reads the first document of `coll` that matches `filter`, with `opts` (a
+ * sort, a limit), into `doc` (initialised by this call; the caller destroys
+ * it). P2P_ENOTFOUND "no KIND ID" when none matches; a server error is
+ * mapped by p2p__mg_error ("cannot read a KIND"). */
+int p2p__mg_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
+                     const char *kind, const char *id, bson_t *doc, p2p_error *err) P2P_NODISCARD;
+
 /* Reads the document `_id` of `coll` into `doc` (initialised by this call;
  * the caller destroys it). P2P_ENOTFOUND when it does not exist. */
 int p2p__mg_find_id(mongoc_collection_t *coll, const char *id, bson_t *doc,
