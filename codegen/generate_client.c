@@ -190,27 +190,23 @@ static void sync_def(p2p__cg_buf *b, const p2p_cg_function *f) {
     size_t open = p2p__cg_column(b);
     for (size_t i = 0; i < f->n_params; i++)
         p2p__cg_param_item(b, open, i == 0, &f->params[i]);
-    p2p__cg_printf(b, ") {\n    p2p_future *p2p_f = %s_async(", f->name);
-    open = p2p__cg_column(b);
-    bool first = true;
-    for (size_t i = 0; i < f->n_params; i++) {
-        if (!f->params[i].output) {
-            p2p__cg_item(b, open, first, "%s", f->params[i].name);
-            first = false;
-        }
-    }
-    p2p__cg_item(b, open, first, "NULL");
-    p2p__cg_printf(b,
-                   ");\n    if (p2p_f == NULL)\n        return p2p_stub_last_code();\n"
-                   "    int p2p_rc = %s_get(",
-                   f->name);
-    open = p2p__cg_column(b);
-    p2p__cg_item(b, open, true, "p2p_f");
-    p2p__cg_item(b, open, false, "-1");
+    p2p__cg_printf(b, ") {\n");
+    p2p__cg_call c = {0};
+    for (size_t i = 0; i < f->n_params; i++)
+        if (!f->params[i].output)
+            p2p__cg_call_arg(&c, "%s", f->params[i].name);
+    p2p__cg_call_arg(&c, "NULL");
+    char name[P2P_SCHEMA_NAME_MAX + 8];
+    snprintf(name, sizeof(name), "%s_async", f->name);
+    p2p__cg_call_write(b, &c, 4, "p2p_future *p2p_f = ", name, ";");
+    p2p__cg_printf(b, "    if (p2p_f == NULL)\n        return p2p_stub_last_code();\n");
+    p2p__cg_call_arg(&c, "p2p_f");
+    p2p__cg_call_arg(&c, "-1");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
-            p2p__cg_item(b, open, false, "%s", f->params[i].name);
-    p2p__cg_printf(b, ");\n");
+            p2p__cg_call_arg(&c, "%s", f->params[i].name);
+    snprintf(name, sizeof(name), "%s_get", f->name);
+    p2p__cg_call_write(b, &c, 4, "int p2p_rc = ", name, ";");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output && f->params[i].type == P2P_TYPE_FILE)
             p2p__cg_printf(b, "    if (p2p_rc == 0)\n        p2p_rc = p2p_stub_keep_file(%s);\n",

@@ -13,6 +13,20 @@ static void placeholder(p2p__cg_buf *b, const p2p_cg_param *p) {
         p2p__cg_printf(b, "%c", toupper((unsigned char)*c));
 }
 
+/* if (PARSER("clientapp", "NAME", p2p_argv[I], LO, HI, &INTO) != 0) return 2; */
+static void parse_number(p2p__cg_buf *b, const char *parser, const p2p_cg_param *p, size_t i,
+                         const char *lo, const char *hi, const char *into) {
+    p2p__cg_call c = {0};
+    p2p__cg_call_arg(&c, "\"clientapp\"");
+    p2p__cg_call_arg(&c, "\"%s\"", p->name);
+    p2p__cg_call_arg(&c, "p2p_argv[%zu]", i);
+    p2p__cg_call_arg(&c, "%s", lo);
+    p2p__cg_call_arg(&c, "%s", hi);
+    p2p__cg_call_arg(&c, "&%s", into);
+    p2p__cg_call_write(b, &c, 4, "if (", parser, " != 0)");
+    p2p__cg_printf(b, "        return 2;\n");
+}
+
 /* Parses argv[i] into the input `p`; a bad value is a usage error. */
 static void parse_arg(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
     const char *t = p->c_type;
@@ -29,10 +43,8 @@ static void parse_arg(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
                        "false\\n\", p2p_argv[%zu]);\n        return 2;\n    }\n",
                        i, p->name, p->name, i);
     } else if (p->type == P2P_TYPE_DOUBLE) {
-        p2p__cg_printf(b,
-                       " = 0;\n    if (p2p_cli_number(\"clientapp\", \"%s\", p2p_argv[%zu], "
-                       "-DBL_MAX, DBL_MAX, &%s) != 0)\n        return 2;\n",
-                       p->name, i, p->name);
+        p2p__cg_printf(b, " = 0;\n");
+        parse_number(b, "p2p_cli_number", p, i, "-DBL_MAX", "DBL_MAX", p->name);
     } else {
         const char *lo = strcmp(t, "int") == 0    ? "INT_MIN"
                          : strcmp(t, "long") == 0 ? "LONG_MIN"
@@ -40,11 +52,11 @@ static void parse_arg(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
         const char *hi = strcmp(t, "int") == 0    ? "INT_MAX"
                          : strcmp(t, "long") == 0 ? "LONG_MAX"
                                                   : "INT64_MAX";
-        p2p__cg_printf(b,
-                       " = 0;\n    long long p2p_v_%s = 0;\n"
-                       "    if (p2p_cli_integer(\"clientapp\", \"%s\", p2p_argv[%zu], %s, %s, "
-                       "&p2p_v_%s) != 0)\n        return 2;\n    %s = (%s)p2p_v_%s;\n",
-                       p->name, p->name, i, lo, hi, p->name, p->name, t, p->name);
+        char into[P2P_SCHEMA_NAME_MAX + 8];
+        snprintf(into, sizeof(into), "p2p_v_%s", p->name);
+        p2p__cg_printf(b, " = 0;\n    long long %s = 0;\n", into);
+        parse_number(b, "p2p_cli_integer", p, i, lo, hi, into);
+        p2p__cg_printf(b, "    %s = (%s)%s;\n", p->name, t, into);
     }
 }
 
@@ -104,14 +116,16 @@ static void get_outputs(p2p__cg_buf *b, const p2p_cg_function *f) {
                        : p->type == P2P_TYPE_FILE ? "{0}"
                                                   : "0");
     }
-    p2p__cg_printf(b, "    int p2p_rc = %s_get(", f->name);
-    size_t open = p2p__cg_column(b);
-    p2p__cg_item(b, open, true, "p2p_f");
-    p2p__cg_item(b, open, false, "-1");
+    p2p__cg_call c = {0};
+    p2p__cg_call_arg(&c, "p2p_f");
+    p2p__cg_call_arg(&c, "-1");
     for (size_t i = 0; i < f->n_params; i++)
         if (f->params[i].output)
-            p2p__cg_item(b, open, false, "&%s", f->params[i].name);
-    p2p__cg_printf(b, ");\n    p2p_end_progress();\n");
+            p2p__cg_call_arg(&c, "&%s", f->params[i].name);
+    char name[P2P_SCHEMA_NAME_MAX + 8];
+    snprintf(name, sizeof(name), "%s_get", f->name);
+    p2p__cg_call_write(b, &c, 4, "int p2p_rc = ", name, ";");
+    p2p__cg_printf(b, "    p2p_end_progress();\n");
 }
 
 static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
@@ -121,18 +135,15 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (!f->params[i].output)
             parse_arg(b, &f->params[i], k++);
-    p2p__cg_printf(b, "    p2p_future *p2p_f = %s_async(", f->name);
-    size_t open = p2p__cg_column(b);
-    bool first = true;
-    for (size_t i = 0; i < f->n_params; i++) {
-        if (!f->params[i].output) {
-            p2p__cg_item(b, open, first, "%s", f->params[i].name);
-            first = false;
-        }
-    }
-    p2p__cg_item(b, open, first, "&p2p_progress_bar");
+    p2p__cg_call c = {0};
+    for (size_t i = 0; i < f->n_params; i++)
+        if (!f->params[i].output)
+            p2p__cg_call_arg(&c, "%s", f->params[i].name);
+    p2p__cg_call_arg(&c, "&p2p_progress_bar");
+    char name[P2P_SCHEMA_NAME_MAX + 8];
+    snprintf(name, sizeof(name), "%s_async", f->name);
+    p2p__cg_call_write(b, &c, 4, "p2p_future *p2p_f = ", name, ";");
     p2p__cg_printf(b,
-                   ");\n"
                    "    if (p2p_f == NULL) {\n"
                    "        fprintf(stderr, \"clientapp: %s: %%s\\n\", p2p_stub_last_error());\n"
                    "        return 1;\n    }\n",

@@ -58,6 +58,27 @@ size_t p2p__cg_column(const p2p__cg_buf *b);
  * aligned at `open` when the line would pass 100 columns. */
 void p2p__cg_item(p2p__cg_buf *b, size_t open, bool first, const char *fmt, ...) P2P_PRINTF(4, 5);
 
+/* A call statement assembled before it is written, so that it can be
+ * wrapped the way clang-format wraps it (the project's .clang-format):
+ * generated code stays clang-format clean. Zero-initialise it. */
+typedef struct p2p__cg_call {
+    char **args;
+    size_t n, cap;
+    bool failed;
+} p2p__cg_call;
+
+/* Appends one argument (printf-style) to `c`. */
+void p2p__cg_call_arg(p2p__cg_call *c, const char *fmt, ...) P2P_PRINTF(2, 3);
+
+/* Writes `indent` spaces, `head` ("p2p_rc = ", "if (", or ""), NAME(ARGS),
+ * `tail` (";" or an operator and the rest, " != 0)") and a newline, then
+ * frees the arguments. Over 100 columns it breaks as clang-format does:
+ * after the "=" ending `head` when the call then fits on the next line;
+ * after the operator of `tail` when everything before it fits; otherwise the
+ * arguments packed and aligned after "(". */
+void p2p__cg_call_write(p2p__cg_buf *b, p2p__cg_call *c, size_t indent, const char *head,
+                        const char *name, const char *tail);
+
 /* p2p__cg_item of the declaration of parameter `p` ("int64_t x"). */
 void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p);
 

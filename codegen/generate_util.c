@@ -236,6 +236,93 @@ void p2p__cg_item(p2p__cg_buf *b, size_t open, bool first, const char *fmt, ...)
         p2p__cg_printf(b, "%s%s", first ? "" : ", ", text);
 }
 
+void p2p__cg_call_arg(p2p__cg_call *c, const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(text) || c->failed) {
+        c->failed = true;
+        return;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        char **args = realloc(c->args, cap * sizeof(*args));
+        if (args == NULL) {
+            c->failed = true;
+            return;
+        }
+        c->args = args;
+        c->cap = cap;
+    }
+    if ((c->args[c->n] = strdup(text)) == NULL)
+        c->failed = true;
+    else
+        c->n++;
+}
+
+/* NAME(ARG, ARG...) on one line. */
+static void call_line(p2p__cg_buf *b, const p2p__cg_call *c, const char *name) {
+    p2p__cg_printf(b, "%s(", name);
+    for (size_t i = 0; i < c->n; i++)
+        p2p__cg_printf(b, "%s%s", i ? ", " : "", c->args[i]);
+    p2p__cg_printf(b, ")");
+}
+
+/* NAME( then the arguments packed, each line aligned after the "(". */
+static void call_packed(p2p__cg_buf *b, const p2p__cg_call *c, const char *name, const char *tail) {
+    p2p__cg_printf(b, "%s(", name);
+    size_t open = p2p__cg_column(b);
+    for (size_t i = 0; i < c->n; i++) {
+        /* What must follow on the same line: "," or ")" and the tail. */
+        size_t after = i + 1 < c->n ? 1 : 1 + strlen(tail);
+        size_t len = strlen(c->args[i]);
+        if (i > 0 && p2p__cg_column(b) + 2 + len + after > CG_COLUMNS)
+            p2p__cg_printf(b, ",\n%*s%s", (int)open, "", c->args[i]);
+        else
+            p2p__cg_printf(b, "%s%s", i ? ", " : "", c->args[i]);
+    }
+    p2p__cg_printf(b, ")");
+}
+
+void p2p__cg_call_write(p2p__cg_buf *b, p2p__cg_call *c, size_t indent, const char *head,
+                        const char *name, const char *tail) {
+    size_t call = strlen(name) + 2;
+    for (size_t i = 0; i < c->n; i++)
+        call += strlen(c->args[i]) + (i ? 2 : 0);
+    size_t head_len = strlen(head), tail_len = strlen(tail);
+    /* The operator of a tail " != 0)" ends at the second space. */
+    const char *op_end = tail[0] == ' ' ? strchr(tail + 1, ' ') : NULL;
+    bool assign = head_len >= 2 && strcmp(head + head_len - 2, "= ") == 0;
+    if (c->failed)
+        b->failed = true;
+    else if (indent + head_len + call + tail_len <= CG_COLUMNS) {
+        p2p__cg_printf(b, "%*s%s", (int)indent, "", head);
+        call_line(b, c, name);
+        p2p__cg_printf(b, "%s", tail);
+    } else if (assign && indent + 4 + call + tail_len <= CG_COLUMNS) {
+        p2p__cg_printf(b, "%*s%.*s\n%*s", (int)indent, "", (int)(head_len - 1), head,
+                       (int)indent + 4, "");
+        call_line(b, c, name);
+        p2p__cg_printf(b, "%s", tail);
+    } else if (op_end != NULL && indent + head_len + call + (size_t)(op_end - tail) <= CG_COLUMNS) {
+        p2p__cg_printf(b, "%*s%s", (int)indent, "", head);
+        call_line(b, c, name);
+        p2p__cg_printf(b, "%.*s\n%*s%s", (int)(op_end - tail), tail, (int)indent + 4, "",
+                       op_end + 1);
+    } else {
+        p2p__cg_printf(b, "%*s%s", (int)indent, "", head);
+        call_packed(b, c, name, tail);
+        p2p__cg_printf(b, "%s", tail);
+    }
+    p2p__cg_printf(b, "\n");
+    for (size_t i = 0; i < c->n; i++)
+        free(c->args[i]);
+    free(c->args);
+    *c = (p2p__cg_call){0};
+}
+
 void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p) {
     size_t n = strlen(p->c_type);
     bool star = n > 0 && p->c_type[n - 1] == '*';

@@ -71,11 +71,11 @@ static void output_store(p2p__cg_buf *b, const p2p_cg_param *p, size_t i) {
 
 /* The call itself: the user's function with its arguments in declared order. */
 static void call(p2p__cg_buf *b, const p2p_cg_function *f) {
-    p2p__cg_printf(b, "    if (p2p_rc == 0)\n        p2p_rc = %s(", f->name);
-    size_t open = p2p__cg_column(b);
+    p2p__cg_call c = {0};
     for (size_t i = 0; i < f->n_params; i++)
-        p2p__cg_item(b, open, i == 0, "%s%s", f->params[i].output ? "&" : "", f->params[i].name);
-    p2p__cg_printf(b, ");\n");
+        p2p__cg_call_arg(&c, "%s%s", f->params[i].output ? "&" : "", f->params[i].name);
+    p2p__cg_printf(b, "    if (p2p_rc == 0)\n");
+    p2p__cg_call_write(b, &c, 8, "p2p_rc = ", f->name, ";");
 }
 
 static void adapter(p2p__cg_buf *b, const p2p_cg_function *f) {

@@ -42,8 +42,8 @@ static int invoke_p2prpc_analyze_large_file(const p2p_value *p2p_in, p2p_value *
     p2p_file results_file2 = {0};
     int64_t res_var = 0;
     if (p2p_rc == 0)
-        p2p_rc = p2prpc_analyze_large_file(video_handle, arg2, &results_file1, &results_file2,
-                                           &res_var);
+        p2p_rc =
+            p2prpc_analyze_large_file(video_handle, arg2, &results_file1, &results_file2, &res_var);
     if (p2p_rc == 0)
         p2p_rc = p2p_stub_out_file(&p2p_out[0], "results_file1", &results_file1);
     if (p2p_rc == 0)

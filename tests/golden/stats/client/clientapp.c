@@ -93,7 +93,8 @@ static int run_p2prpc_format_value(int p2p_argc, char **p2p_argv) {
         return 2;
     int decimals = 0;
     long long p2p_v_decimals = 0;
-    if (p2p_cli_integer("clientapp", "decimals", p2p_argv[2], INT_MIN, INT_MAX, &p2p_v_decimals) != 0)
+    if (p2p_cli_integer("clientapp", "decimals", p2p_argv[2], INT_MIN, INT_MAX, &p2p_v_decimals) !=
+        0)
         return 2;
     decimals = (int)p2p_v_decimals;
     bool percent = false;
@@ -101,8 +102,8 @@ static int run_p2prpc_format_value(int p2p_argc, char **p2p_argv) {
         fprintf(stderr, "clientapp: percent: \"%s\" is not true or false\n", p2p_argv[3]);
         return 2;
     }
-    p2p_future *p2p_f = p2prpc_format_value_async(label, value, decimals, percent,
-                                                  &p2p_progress_bar);
+    p2p_future *p2p_f =
+        p2prpc_format_value_async(label, value, decimals, percent, &p2p_progress_bar);
     if (p2p_f == NULL) {
         fprintf(stderr, "clientapp: p2prpc_format_value: %s\n", p2p_stub_last_error());
         return 1;
@@ -133,7 +134,8 @@ static int run_p2prpc_divide(int p2p_argc, char **p2p_argv) {
     if (p2p_cli_number("clientapp", "numerator", p2p_argv[0], -DBL_MAX, DBL_MAX, &numerator) != 0)
         return 2;
     double denominator = 0;
-    if (p2p_cli_number("clientapp", "denominator", p2p_argv[1], -DBL_MAX, DBL_MAX, &denominator) != 0)
+    if (p2p_cli_number("clientapp", "denominator", p2p_argv[1], -DBL_MAX, DBL_MAX, &denominator) !=
+        0)
         return 2;
     p2p_future *p2p_f = p2prpc_divide_async(numerator, denominator, &p2p_progress_bar);
     if (p2p_f == NULL) {
