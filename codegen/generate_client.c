@@ -191,14 +191,9 @@ static void sync_def(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0; i < f->n_params; i++)
         p2p__cg_param_item(b, open, i == 0, &f->params[i]);
     p2p__cg_printf(b, ") {\n");
+    p2p__cg_async_call(b, f, "NULL");
     p2p__cg_call c = {0};
-    for (size_t i = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            p2p__cg_call_arg(&c, "%s", f->params[i].name);
-    p2p__cg_call_arg(&c, "NULL");
     char name[P2P_SCHEMA_NAME_MAX + 8];
-    snprintf(name, sizeof(name), "%s_async", f->name);
-    p2p__cg_call_write(b, &c, 4, "p2p_future *p2p_f = ", name, ";");
     p2p__cg_printf(b, "    if (p2p_f == NULL)\n        return p2p_stub_last_code();\n");
     p2p__cg_call_arg(&c, "p2p_f");
     p2p__cg_call_arg(&c, "-1");

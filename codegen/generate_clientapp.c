@@ -135,14 +135,7 @@ static void runner(p2p__cg_buf *b, const p2p_cg_function *f) {
     for (size_t i = 0, k = 0; i < f->n_params; i++)
         if (!f->params[i].output)
             parse_arg(b, &f->params[i], k++);
-    p2p__cg_call c = {0};
-    for (size_t i = 0; i < f->n_params; i++)
-        if (!f->params[i].output)
-            p2p__cg_call_arg(&c, "%s", f->params[i].name);
-    p2p__cg_call_arg(&c, "&p2p_progress_bar");
-    char name[P2P_SCHEMA_NAME_MAX + 8];
-    snprintf(name, sizeof(name), "%s_async", f->name);
-    p2p__cg_call_write(b, &c, 4, "p2p_future *p2p_f = ", name, ";");
+    p2p__cg_async_call(b, f, "&p2p_progress_bar");
     p2p__cg_printf(b,
                    "    if (p2p_f == NULL) {\n"
                    "        fprintf(stderr, \"clientapp: %s: %%s\\n\", p2p_stub_last_error());\n"

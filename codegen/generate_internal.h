@@ -79,6 +79,10 @@ void p2p__cg_call_arg(p2p__cg_call *c, const char *fmt, ...) P2P_PRINTF(2, 3);
 void p2p__cg_call_write(p2p__cg_buf *b, p2p__cg_call *c, size_t indent, const char *head,
                         const char *name, const char *tail);
 
+/* The statement "p2p_future *p2p_f = NAME_async(INPUTS..., OPTS);" of a
+ * stub or of clientapp, at indent 4. */
+void p2p__cg_async_call(p2p__cg_buf *b, const p2p_cg_function *f, const char *opts);
+
 /* p2p__cg_item of the declaration of parameter `p` ("int64_t x"). */
 void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p);
 

@@ -323,6 +323,17 @@ void p2p__cg_call_write(p2p__cg_buf *b, p2p__cg_call *c, size_t indent, const ch
     *c = (p2p__cg_call){0};
 }
 
+void p2p__cg_async_call(p2p__cg_buf *b, const p2p_cg_function *f, const char *opts) {
+    p2p__cg_call c = {0};
+    for (size_t i = 0; i < f->n_params; i++)
+        if (!f->params[i].output)
+            p2p__cg_call_arg(&c, "%s", f->params[i].name);
+    p2p__cg_call_arg(&c, "%s", opts);
+    char name[P2P_SCHEMA_NAME_MAX + 8];
+    snprintf(name, sizeof(name), "%s_async", f->name);
+    p2p__cg_call_write(b, &c, 4, "p2p_future *p2p_f = ", name, ";");
+}
+
 void p2p__cg_param_item(p2p__cg_buf *b, size_t open, bool first, const p2p_cg_param *p) {
     size_t n = strlen(p->c_type);
     bool star = n > 0 && p->c_type[n - 1] == '*';
