@@ -14,6 +14,8 @@
 #              installed is reported as not measured).
 #   --out FILE where the report goes (default bench/REPORT.md).
 #
+# A step that fails is reported as not measured, and the script then exits 1.
+#
 # Everything listens on 127.0.0.1 only. Every process the script starts runs
 # in a process group of its own, and the exit trap stops each group by its
 # PID (SIGTERM, then SIGKILL), on success and on failure alike. Every step is
@@ -329,3 +331,10 @@ mkdir -p "$(dirname "$OUT")"
 python3 bench/report.py "$WORK/machine.txt" "$RES" "$CMDS" >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 step "done: $OUT"
+# A step that failed says "not measured" in the report, and fails the run as
+# well: `make test`'s quick run must catch a broken benchmark.
+failed=$(grep '^failed_' "$RES" | cut -d' ' -f1 | sed 's/^failed_//' | tr '\n' ' ' || true)
+if [ -n "$failed" ]; then
+    echo "bench: these steps failed: $failed(report: $OUT)" >&2
+    exit 1
+fi
